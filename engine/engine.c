@@ -125,6 +125,16 @@ static int batch_add(engine_batch_t *b, enum engine_op_type type, const void *ke
 		     const void *val, size_t val_len)
 {
 	if (key_len > ENGINE_KEY_BYTES_MAX || val_len > ENGINE_VALUE_BYTES_MAX) return -EINVAL;
+	/* Pointers resolved by engine_batch_ops() point into the current arena: turn them back
+	 * into offsets before a realloc below can move it. */
+	if (b->fixed && b->n) {
+		for (size_t i = 0; i < b->n; i++) {
+			b->ops[i].key = (const uint8_t *)(uintptr_t)(b->ops[i].key - b->arena);
+			if (b->ops[i].type == ENGINE_OP_PUT)
+				b->ops[i].val = (const uint8_t *)(uintptr_t)(b->ops[i].val - b->arena);
+		}
+		b->fixed = false;
+	}
 	if (b->n == b->cap) {
 		size_t cap = b->cap ? b->cap * 2 : 16;
 		engine_op_t *ops = realloc(b->ops, cap * sizeof *ops);
@@ -133,19 +143,13 @@ static int batch_add(engine_batch_t *b, enum engine_op_type type, const void *ke
 		b->cap = cap;
 	}
 	size_t need = b->arena_len + key_len + val_len;
-	if (need > b->arena_cap) {
+	if (need > b->arena_cap || !b->arena) { /* always allocated: ops never point at NULL + 0 */
 		size_t cap = b->arena_cap ? b->arena_cap : 4096;
 		while (cap < need) cap *= 2;
 		uint8_t *a = realloc(b->arena, cap);
 		if (!a) return -ENOMEM;
 		b->arena = a;
 		b->arena_cap = cap;
-	}
-	if (b->fixed && b->n) { /* pointers were resolved: turn them back into offsets */
-		for (size_t i = 0; i < b->n; i++) {
-			b->ops[i].key = (const uint8_t *)(uintptr_t)(b->ops[i].key - b->arena);
-			if (b->ops[i].val) b->ops[i].val = (const uint8_t *)(uintptr_t)(b->ops[i].val - b->arena);
-		}
 	}
 	b->fixed = false;
 	engine_op_t *op = &b->ops[b->n++];

@@ -8,8 +8,10 @@
  * "memory" (engine/memory.c, an in-memory B+tree; durable only through Raft log + snapshots)
  * and "rocksdb" (engine/rocksdb.c). The backend is chosen once, at engine_open().
  *
- * Threading: an engine is used by one thread at a time (the loop thread). Iterators and
- * values returned by engine_get() stay valid until the next write to the engine.
+ * Threading: an engine is used by one thread at a time (the loop thread). Iterators stay
+ * valid until the next write to the engine; a value returned by engine_get() stays valid until
+ * the next write or until ENGINE_GETS_VALID_MIN later engine_get() calls, whichever comes first
+ * (rocksdb pins a bounded ring of values): callers that keep a value longer copy it.
  *
  * Errors are negative errno values: -ENOENT (no such key), -ENOMEM, -EIO (backend failure;
  * the engine's last error text is in engine_errmsg()), -EINVAL (bad argument or corrupt
@@ -23,6 +25,7 @@
 #include <stdint.h>
 
 #define ENGINE_KEY_BYTES_MAX (64u * 1024u)          /* hard cap: sm keys are far shorter */
+#define ENGINE_GETS_VALID_MIN 16u                  /* see engine_get() */
 #define ENGINE_VALUE_BYTES_MAX (64u * 1024u * 1024u) /* hard cap: sm values are <= 8 MiB + header */
 
 typedef struct engine engine_t;
@@ -46,7 +49,7 @@ const char *engine_kind(const engine_t *e);
 const char *engine_errmsg(const engine_t *e);
 
 /* Point read. On success *val and *val_len point into engine-owned memory valid until the
- * next write to the engine. Returns 0 or -ENOENT (or -EIO). */
+ * next write or ENGINE_GETS_VALID_MIN more gets (see above). Returns 0 or -ENOENT (or -EIO). */
 int engine_get(engine_t *e, const void *key, size_t key_len, const void **val, size_t *val_len);
 
 /* Single-key writes: shorthands for a one-op batch that keeps the current applied index. */

@@ -9,6 +9,8 @@
  * Revisions follow etcd: a 64-bit store revision, +1 for every transaction that writes at
  * least one key; all writes of one transaction share that revision. A record carries its
  * create_revision, mod_revision and version (1 at creation, +1 per change of that key).
+ * Adding or removing an entry sets the parent directory's mtime/ctime to the txn time; that
+ * bookkeeping keeps the parent's version and mod_revision and emits no event.
  *
  * A transaction is etcd's: compares, then the success ops if every compare holds, else the
  * failure ops. Ops are etcd's key-value ops (get/put/del, with prefix or range) and
@@ -16,8 +18,10 @@
  * an op fails (-EEXIST, -ENOENT, ...) the whole transaction changes nothing and its result
  * carries that errno; the revision does not move.
  *
- * Reads (sm_get, sm_list, sm_range) serve local state; returned records point into engine
- * memory and stay valid until the next sm_apply()/sm_restore().
+ * Reads (sm_get, sm_list) serve local state; sm_get's record points into engine memory and
+ * stays valid as engine_get()'s values do (until the next sm_apply()/sm_snapshot_read() or
+ * ENGINE_GETS_VALID_MIN more sm_get() calls: copy what you keep longer); the
+ * name and record sm_list passes to its callback are valid during that call only.
  */
 #ifndef METASTORE_SM_H
 #define METASTORE_SM_H
@@ -83,7 +87,8 @@ typedef enum sm_op_type {
 			  -EISDIR if key is a directory, -ENOTDIR if a parent is not one. */
 	SM_OP_DEL,     /* key, or every key under SM_F_PREFIX / in [key, range_end): deleted
 			  count in the result. A single key that is a non-empty directory:
-			  -ENOTEMPTY. A prefix/range delete removes directories with their content. */
+			  -ENOTEMPTY; the root: -EBUSY. A prefix/range delete removes directories
+			  with their content (never the root). */
 	/* filesystem ops (POSIX checks at apply time) */
 	SM_OP_CREATE,  /* file key with mode/uid/gid and initial value. Exists: -EEXIST with
 			  SM_F_EXCL; else a file is kept (value replaced if SM_F_TRUNC), a dir is
@@ -101,7 +106,8 @@ typedef enum sm_op_type {
 			  dir, -EISDIR file over dir, -ENOTDIR dir over file, -EEXIST with
 			  NOREPLACE, -ENOENT with EXCHANGE when key2 is missing). A directory
 			  moves with its whole subtree in one revision. */
-	SM_OP_SYMLINK, /* key -> target (value); -EEXIST; parent checks as CREATE */
+	SM_OP_SYMLINK, /* key -> target (value); -EEXIST; parent checks as CREATE; target empty:
+			  -ENOENT, over 4095 bytes: -ENAMETOOLONG, with a NUL: -EINVAL */
 } sm_op_type_t;
 
 enum {
@@ -254,10 +260,10 @@ int sm_apply(sm_t *sm, const sm_batch_t *batch, uint64_t index, sm_apply_result_
 int sm_apply_noop(sm_t *sm, uint64_t index);
 
 /* Local reads. */
-int sm_get(sm_t *sm, const char *key, size_t key_len, sm_record_t *rec); /* 0, -ENOENT */
+int sm_get(sm_t *sm, const char *key, size_t key_len, sm_record_t *rec); /* 0, -ENOENT, bad key */
 /* Children of directory `dir` in name order, starting after `after` (NULL = from the first).
- * fn returns nonzero to stop. Returns 0, -ENOENT, -ENOTDIR. Costs O(children): grandchildren
- * are skipped by seeking past them. */
+ * fn returns nonzero to stop. Returns 0, -ENOENT, -ENOTDIR (or a bad key's errno; -EINVAL for
+ * an `after` over 255 bytes). Costs O(children): grandchildren are skipped by seeking past them. */
 typedef int (*sm_list_fn)(void *ctx, const char *name, size_t name_len, const sm_record_t *rec);
 int sm_list(sm_t *sm, const char *dir, size_t dir_len, const char *after, size_t after_len,
 	    sm_list_fn fn, void *ctx);
