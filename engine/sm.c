@@ -813,15 +813,20 @@ static int collect_subtree(apply_ctx_t *c, const char *path, size_t len, items_t
 	return collect(c, k.b, k.len, NULL, 0, k.b, k.len, items);
 }
 
-/* A new record at path (parent checked by the caller): next inode, this txn's revision. */
+/* A new record at path (parent checked by the caller), in this txn's revision. Its inode is
+ * the proposer's choice when it made one (ino != 0: unique by construction, see sm.h; not
+ * checked against existing records, which would need an ino index), else the next one of the
+ * replicated counter, which stays below SM_INO_PROPOSER_MIN. */
 static int create_rec(apply_ctx_t *c, const char *path, size_t len, sm_kind_t kind, uint32_t mode,
-                      uint32_t uid, uint32_t gid, const uint8_t *value, size_t value_len, sm_op_result_t *res)
+                      uint32_t uid, uint32_t gid, const uint8_t *value, size_t value_len, uint64_t ino,
+                      sm_op_result_t *res)
 {
+	if (ino != 0 && ino < SM_INO_PROPOSER_MIN) return -EINVAL;
 	sm_record_t r = {.kind = kind,
 	                 .mode = mode,
 	                 .uid = uid,
 	                 .gid = gid,
-	                 .ino = c->next_ino++,
+	                 .ino = ino ? ino : c->next_ino++,
 	                 .size = kind == SM_KIND_DIR ? 0 : value_len,
 	                 .mtime_ns = c->time_ns,
 	                 .ctime_ns = c->time_ns,
@@ -954,7 +959,7 @@ static int op_put(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
 		rc = rec_get(c, p, i, &r);
 		if (rc == -ENOENT)
 			rc =
-			    create_rec(c, p, i, SM_KIND_DIR, S_IFDIR | 0755, op->uid, op->gid, NULL, 0, NULL);
+			    create_rec(c, p, i, SM_KIND_DIR, S_IFDIR | 0755, op->uid, op->gid, NULL, 0, 0, NULL);
 		else if (rc == 0 && r.kind != SM_KIND_DIR)
 			rc = -ENOTDIR;
 		if (rc < 0) return rc;
@@ -962,7 +967,7 @@ static int op_put(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
 	rc = rec_get(c, p, len, &r);
 	if (rc == -ENOENT)
 		return create_rec(c, p, len, SM_KIND_FILE, S_IFREG | 0644, op->uid, op->gid, op->value,
-		                  op->value_len, res);
+		                  op->value_len, 0, res);
 	if (rc < 0) return rc;
 	if (r.kind == SM_KIND_DIR) return -EISDIR;
 	return set_value(c, p, len, &r, op->value, op->value_len, res);
@@ -1059,7 +1064,7 @@ static int op_create(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
 	rc = rec_get(c, p, len, &r);
 	if (rc == -ENOENT)
 		return create_rec(c, p, len, SM_KIND_FILE, S_IFREG | (op->mode & 07777), op->uid, op->gid,
-		                  op->value, op->value_len, res);
+		                  op->value, op->value_len, op->ino, res);
 	if (rc < 0) return rc;
 	if (op->flags & SM_F_EXCL) return -EEXIST;
 	if (r.kind == SM_KIND_DIR) return -EISDIR;
@@ -1083,7 +1088,7 @@ static int op_write(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
 		if ((rc = parent_check(c, p, len)) < 0) return rc;
 		if (!(op->flags & SM_F_CREATE)) return -ENOENT;
 		return create_rec(c, p, len, SM_KIND_FILE, S_IFREG | (op->mode & 07777), op->uid, op->gid,
-		                  op->value, op->value_len, res);
+		                  op->value, op->value_len, op->ino, res);
 	}
 	if (rc < 0) return rc;
 	if (r.kind == SM_KIND_DIR) return -EISDIR;
@@ -1162,7 +1167,7 @@ static int op_mkdir(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
 	if (rc == 0) return -EEXIST;
 	if (rc != -ENOENT) return rc;
 	return create_rec(c, p, len, SM_KIND_DIR, S_IFDIR | (op->mode & 07777), op->uid, op->gid, NULL, 0,
-	                  res);
+	                  op->ino, res);
 }
 
 static int op_rmdir(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
@@ -1200,7 +1205,7 @@ static int op_symlink(apply_ctx_t *c, const sm_op_t *op, sm_op_result_t *res)
 	if (rc == 0) return -EEXIST;
 	if (rc != -ENOENT) return rc;
 	return create_rec(c, p, len, SM_KIND_SYMLINK, S_IFLNK | 0777, op->uid, op->gid, op->value,
-	                  op->value_len, res);
+	                  op->value_len, op->ino, res);
 }
 
 /* Moved descendants must still fit in a key. */

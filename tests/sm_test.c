@@ -766,6 +766,45 @@ START_TEST(test_create)
 }
 END_TEST
 
+/* A proposer-chosen inode number is kept (CREATE, WRITE+CREATE, MKDIR, SYMLINK); one below
+ * SM_INO_PROPOSER_MIN is refused; PUT's parents and the counter stay below the proposer range. */
+START_TEST(test_proposer_ino)
+{
+	fx_t f;
+	fx_open(&f);
+	const uint64_t base = SM_INO_PROPOSER_MIN | (3ull << 40);
+	sm_op_t op = o_create("c", SM_F_EXCL, "v");
+	op.ino = base + 1;
+	OK_OP(&f, op);
+	ck_assert_uint_eq(get_ok(&f, "c").ino, base + 1);
+	op = o_write("w", SM_F_CREATE, "v");
+	op.mode = 0644;
+	op.ino = base + 2;
+	OK_OP(&f, op);
+	ck_assert_uint_eq(get_ok(&f, "w").ino, base + 2);
+	op = o_mkdir("d");
+	op.ino = base + 3;
+	OK_OP(&f, op);
+	ck_assert_uint_eq(get_ok(&f, "d").ino, base + 3);
+	op = o_symlink("l", "c");
+	op.ino = base + 4;
+	OK_OP(&f, op);
+	ck_assert_uint_eq(get_ok(&f, "l").ino, base + 4);
+	/* kept across rename */
+	OK_OP(&f, o_rename("c", "d/c2", 0));
+	ck_assert_uint_eq(get_ok(&f, "d/c2").ino, base + 1);
+	/* a number in the counter's range is refused: it could collide */
+	op = o_create("bad", SM_F_EXCL, "");
+	op.ino = 12345;
+	FAIL_OP(&f, op, -EINVAL);
+	/* counter-assigned numbers stay below the proposer range */
+	OK_OP(&f, o_put("p/q/r", "v"));
+	ck_assert_uint_lt(get_ok(&f, "p").ino, SM_INO_PROPOSER_MIN);
+	ck_assert_uint_lt(get_ok(&f, "p/q/r").ino, SM_INO_PROPOSER_MIN);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(test_write)
 {
 	fx_t f;
@@ -1879,6 +1918,7 @@ static Suite *sm_suite(void)
 	tcase_add_test(tc, test_get);
 	tcase_add_test(tc, test_del);
 	tcase_add_test(tc, test_create);
+	tcase_add_test(tc, test_proposer_ino);
 	tcase_add_test(tc, test_write);
 	tcase_add_test(tc, test_setattr);
 	tcase_add_test(tc, test_unlink);
