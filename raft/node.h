@@ -20,7 +20,11 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core.h" /* raft_role_t */
+
 #define RAFT_NODE_PEERS_MAX 9
+#define RAFT_NODE_BLOB_BYTES_MAX ((8u << 20) + (256u << 10)) /* an 8 MiB value and its txn */
+#define RAFT_NODE_INFLIGHT_BYTES_MAX (256u << 20) /* proposals not yet known applied */
 
 typedef struct raft_node raft_node_t;
 
@@ -32,8 +36,6 @@ typedef struct raft_peer_addr {
 
 typedef int (*raft_snap_write_fn)(void *ctx, const void *buf, size_t len);
 typedef int (*raft_snap_read_fn)(void *ctx, void *buf, size_t len);
-
-typedef enum raft_role { RAFT_FOLLOWER = 0, RAFT_PRECANDIDATE, RAFT_CANDIDATE, RAFT_LEADER } raft_role_t;
 
 typedef struct raft_node_callbacks {
 	void *ctx;
@@ -57,7 +59,11 @@ typedef struct raft_node_callbacks {
 
 typedef struct raft_node_config {
 	uint32_t id;
-	raft_peer_addr_t peers[RAFT_NODE_PEERS_MAX]; /* every member, self included */
+	raft_peer_addr_t peers[RAFT_NODE_PEERS_MAX]; /* every member, self included; a new cluster
+							  starts with these as its voters */
+	bool join;                 /* a node being added to a running cluster: it starts with no
+				      configuration, never campaigns, and waits for the leader's
+				      raft_node_add_member() (its data dir must be empty) */
 	uint32_t n_peers;
 	const char *data_dir;      /* log, hard state, snapshots */
 	const uint8_t *token;      /* cluster token (NULL only for a one-node cluster) */
@@ -95,8 +101,9 @@ int raft_node_start(uv_loop_t *loop, const raft_node_config_t *cfg, raft_node_t 
 /* Stop: close every handle, join the I/O thread; cb (may be NULL) runs when all is closed. */
 void raft_node_stop(raft_node_t *n, void (*cb)(void *arg), void *arg);
 
-/* Queue a blob; copies it. `seq` identifies it in on_propose_failed. Returns 0 or -E2BIG
- * (larger than batch_bytes_max), -ESHUTDOWN, -EAGAIN (queue over its bound). */
+/* Queue a blob; copies it. `seq` identifies it in on_propose_failed. A blob larger than
+ * batch_bytes_max travels in an entry of its own. Returns 0 or -E2BIG (larger than
+ * RAFT_NODE_BLOB_BYTES_MAX), -ESHUTDOWN, -EAGAIN (unresolved proposals over their bound). */
 int raft_node_propose(raft_node_t *n, const void *blob, size_t len, uint64_t seq);
 
 /* Linearizable read barrier (ReadIndex, batched per loop iteration); on_read() fires later. */
