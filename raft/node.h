@@ -44,7 +44,10 @@ typedef struct raft_node_callbacks {
 	int (*apply)(void *ctx, uint64_t index, const uint8_t *data, size_t len);
 	/* The application's applied index at start (entries after it are replayed). */
 	uint64_t (*applied_index)(void *ctx);
-	/* Stream the application state (for a snapshot) / replace it from a stream. */
+	/* Stream the application state (for a snapshot) / replace it from a stream. Both run on the
+	 * loop thread against memory: snapshot_write's fn appends to a buffer that a thread-pool job
+	 * writes to the file later, and snapshot_read's fn reads a file loaded by such a job (at
+	 * start-up, the snapshot is read on the loop thread before anything is served). */
 	int (*snapshot_write)(void *ctx, raft_snap_write_fn fn, void *fn_ctx);
 	int (*snapshot_read)(void *ctx, raft_snap_read_fn fn, void *fn_ctx);
 	/* Role, term or leader changed (optional). */
@@ -98,7 +101,8 @@ typedef struct raft_node_status {
  * the tick timer. Returns 0 or a negative errno with a reason in errbuf. */
 int raft_node_start(uv_loop_t *loop, const raft_node_config_t *cfg, raft_node_t **out, char *errbuf,
 		    size_t errbuf_len);
-/* Stop: close every handle, join the I/O thread; cb (may be NULL) runs when all is closed. */
+/* Stop: close every handle, join the I/O thread; cb (may be NULL) runs when all is closed and a
+ * snapshot job running on the libuv thread pool has finished (queued ones are dropped). */
 void raft_node_stop(raft_node_t *n, void (*cb)(void *arg), void *arg);
 
 /* Queue a blob; copies it. `seq` identifies it in on_propose_failed. A blob larger than
