@@ -1,6 +1,6 @@
 /* changes.h - how applied changes leave the loop thread: the interface between fs/ and the
  * consumers of change events (kernel cache invalidation in fs/inval.c; inotify replay in
- * watch/, later).
+ * watch/, registered in main.c).
  *
  * After every applied Raft entry the loop thread calls push() on each registered sink once per
  * state-machine event, in apply order, with the event resolved against the inode table: the

@@ -188,6 +188,21 @@ int ms_status_text(ms_t *d, char **out, size_t *len)
 		fprintf(f, "invalidations_dropped: %llu\n", (unsigned long long)is.dropped);
 		fprintf(f, "invalidations_failed: %llu\n", (unsigned long long)is.failed);
 	}
+	if (d->watch) {
+		watch_stats_t ws;
+		watch_get_stats(d->watch, &ws);
+		fprintf(f, "replays_queued: %llu\n", (unsigned long long)ws.queued);
+		fprintf(f, "replays_merged: %llu\n", (unsigned long long)ws.merged);
+		fprintf(f, "replays_cancelled: %llu\n", (unsigned long long)ws.cancelled);
+		fprintf(f, "replays_dropped: %llu\n", (unsigned long long)ws.dropped);
+		fprintf(f, "replays_done: %llu\n", (unsigned long long)ws.replayed);
+		fprintf(f, "replays_failed: %llu\n", (unsigned long long)ws.failed);
+		fprintf(f, "replays_last_errno: %d\n", ws.last_errno);
+		fprintf(f, "replays_settle_waits: %llu\n", (unsigned long long)ws.settle_waits);
+		fprintf(f, "replays_lost_creates: %llu\n", (unsigned long long)ws.lost_creates);
+		fprintf(f, "replay_backlog: %llu\n", (unsigned long long)ws.backlog);
+		fprintf(f, "replay_backlog_max: %llu\n", (unsigned long long)ws.backlog_max);
+	}
 	histo_line(f, "commit", s->commits, s->commit_errors, &s->commit_ns);
 	histo_line(f, "read_barrier", s->read_barriers, s->read_barrier_errors, &s->read_barrier_ns);
 	for (int op = 0; op < MS_OP_COUNT; op++) {

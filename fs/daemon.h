@@ -23,7 +23,9 @@
 #include "opts.h"
 #include "sm.h"
 #include "txnparse.h"
+#include "watch.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -115,6 +117,7 @@ typedef struct fh {
 	bool written; /* write() or ftruncate() since the last commit: a FLUSH commits only then */
 	bool failed;  /* the last commit failed: a release does not retry it */
 	bool poisoned, append;
+	bool replay; /* opened by watch/'s replay thread: direct_io, writes and flushes ignored */
 	/* FH_FILE: the record as of open, for fstat() after an unlink */
 	int64_t mod_revision;
 	uint32_t mode, uid, gid;
@@ -148,7 +151,10 @@ typedef enum pend_kind {
 	P_CREATE_OPEN, /* read barrier, then open-or-create key (O_CREAT without O_EXCL) */
 	P_CTL_TXN,     /* /.metastore/txn: reply the read with the formatted result */
 	P_LOOKUP,      /* a lookup that found nothing locally: read barrier, then look again */
+	P_OPEN_REPLY,  /* an open's reply waiting for the invalidation thread (stale attributes) */
 } pend_kind_t;
+
+struct ms;
 
 typedef struct pending {
 	uint64_t id; /* origin_seq of the txn, or the read barrier's id */
@@ -167,6 +173,8 @@ typedef struct pending {
 	size_t size;             /* P_CTL_TXN: read size */
 	uint64_t off;            /* P_CTL_TXN: read offset */
 	bool release;            /* P_FLUSH started by a release: no reply, closes the entry when done */
+	bool create;             /* P_OPEN_REPLY: reply create (with an entry), not open */
+	struct ms *owner;        /* P_OPEN_REPLY: the daemon (the completion runs on another thread) */
 	struct pending *next;
 	struct pending *fifo_prev, *fifo_next; /* P_LOOKUP: oldest first, for the sweep */
 } pending_t;
@@ -182,6 +190,11 @@ typedef struct ms {
 	struct fuse_buf fbuf;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_async_t inval_exited;
+	uv_async_t watch_exited;
+	uv_async_t opens_ready; /* P_OPEN_REPLYs the invalidation thread finished */
+	pthread_mutex_t ready_mu;
+	pending_t *ready; /* under ready_mu */
+	watch_t *watch;   /* inotify replay (NULL with -o inotify=off) */
 	engine_t *engine;
 	sm_t *sm;
 	raft_node_t *raft;
@@ -206,7 +219,7 @@ typedef struct ms {
 	raft_role_t role;
 	uint64_t term;
 	uint32_t leader_id;
-	bool mounted, stopping, raft_stopped, inval_stopped, finished;
+	bool mounted, stopping, raft_stopped, inval_stopped, watch_stopped, finished;
 	bool caught_up; /* the start-up read barrier passed (main.c) */
 	int fatal;      /* apply failed (-errno): the node stopped; main.c stops too */
 	uint64_t catch_up_read_id;
@@ -224,6 +237,7 @@ void ms_log(const ms_t *d, opts_log_level_t level, const char *fmt, ...)
 uint64_t ms_now_ns(void);     /* CLOCK_MONOTONIC */
 int64_t ms_realtime_ns(void); /* CLOCK_REALTIME */
 void ms_begin_shutdown(ms_t *d, const char *why);
+void ms_open_reply_ready(void *arg, int rc); /* inval_attr_then's completion (any thread) */
 
 /* commit.c */
 raft_node_callbacks_t ms_raft_callbacks(ms_t *d);
@@ -252,6 +266,7 @@ uint64_t ms_parent_ino(ms_t *d, const char *key, size_t key_len, const char **na
 extern const struct fuse_lowlevel_ops ms_fuse_ops;
 void ms_complete(ms_t *d, pending_t *p, int err, const sm_txn_result_t *res); /* replies, frees p */
 void ms_complete_read(ms_t *d, pending_t *p, int status);                     /* after a barrier */
+void ms_complete_open_reply(ms_t *d, pending_t *p); /* a P_OPEN_REPLY, on the loop thread */
 void ms_fh_unref(ms_t *d, fh_t *h);
 void ms_fail_all_waiters(ms_t *d, int err);
 void ms_free_all_handles(ms_t *d);

@@ -26,10 +26,15 @@
  *   -o local_reads): otherwise a file created elsewhere by a close() that returned before this
  *   open began would be ENOENT at the lookup, before the linearizable open could see it.
  *   Listings (readdir) and getattr stay local, as DESIGN says.
- * - An open of a record that changed since this mount last reported its attributes sends an
- *   attributes-only notify_inval_inode (off -1: no inode or page lock taken, so safe on the
- *   loop thread) before the reply: the invalidation thread may not have told the kernel yet,
- *   and a stale i_size would cut the read short.
+ * - An open of a record that changed since this mount last reported its attributes replies
+ *   only after the invalidation thread made an attributes-only notify_inval_inode for it
+ *   (inval_attr_then): that thread may not have told the kernel yet, and a stale i_size would
+ *   cut the read short. No notify call is ever made on the loop thread or inside a handler.
+ * - Requests of watch/'s replay threads (inotify events for changes this mount did not make)
+ *   propose nothing: see "replayed changes" below. Names created elsewhere and not replayed
+ *   yet are left out of listings (at most WATCH_HIDE_MS_MAX); lookups answer them (open()
+ *   stays linearizable) and tell watch/, whose replay then makes the kernel forget the name
+ *   before creating it, so IN_CREATE still comes.
  * - The commit of an existing file compares its create_revision, so a flush never overwrites a
  *   different file that replaced it in the meantime; when the compare fails (or the file was
  *   deleted), the data goes nowhere and close() returns 0, as POSIX does for an unlinked file.
@@ -315,6 +320,188 @@ static void fh_snap_rec(fh_t *h, const sm_record_t *r)
 	h->ctime_ns = r->ctime_ns;
 }
 
+/* ------------------------------------------------------------------ replayed changes (watch/)
+ *
+ * watch/'s replay thread remakes on this kernel, through this mount, a change the state machine
+ * has already applied (made on another node or by a transaction), so that inotify watchers get
+ * its events. Its requests carry its TID as pid; they propose nothing and answer from local
+ * state, or from watch/'s marks where the kernel must still find a name as it was before the
+ * change (a ghost: deleted or moved away since) or must not find it yet (a hidden name, created
+ * elsewhere and not replayed yet: the kernel emits IN_CREATE only for a name it believes
+ * missing). Its opens get a direct_io, noflush handle whose writes are ignored. */
+
+static bool from_replay(ms_t *d, fuse_req_t req)
+{
+	return d->watch && watch_is_replay(d->watch, fuse_req_ctx(req)->pid);
+}
+
+/* The key the replay thread means by name in directory parent: below a directory that a
+ * pending replay has still to remove or move, the kernel's path is the old one. */
+static int replay_child_key(ms_t *d, uint64_t parent, const char *name, keybuf_t *k)
+{
+	char pk[SM_KEY_BYTES_MAX + 1];
+	int n = watch_ghost(d->watch, parent, pk, sizeof pk, NULL);
+	if (n < 0) return child_key(d, parent, name, k);
+	size_t nl = strlen(name), plen = (size_t)n;
+	if (nl > SM_NAME_BYTES_MAX) return -ENAMETOOLONG;
+	size_t len = plen + (plen ? 1 : 0) + nl;
+	if (len > SM_KEY_BYTES_MAX) return -ENAMETOOLONG;
+	size_t at = 0;
+	if (plen) {
+		memcpy(k->s, pk, plen);
+		k->s[plen] = '/';
+		at = plen + 1;
+	}
+	memcpy(k->s + at, name, nl);
+	k->len = len;
+	k->s[len] = '\0';
+	return sm_key_check(k->s, k->len);
+}
+
+/* The entry counting the kernel's references to rec, handed out under key k. The inode table
+ * follows the state machine: the entry is hooked where the state machine has that record now,
+ * which is k unless changes applied since moved it (then their pending replays say where) or
+ * removed it (then it is not hooked at all: a ghost). */
+static int replay_entry(ms_t *d, const keybuf_t *k, const sm_record_t *rec, inotab_entry_t **e)
+{
+	sm_record_t cur;
+	if (sm_get(d->sm, k->s, k->len, &cur) == 0 && cur.ino == rec->ino)
+		return inotab_hook(d->tab, ms_nodeid_of(d, k->s, k->len, rec->ino), k->s, k->len, e);
+	keybuf_t *now = malloc(sizeof *now);
+	if (!now) return -ENOMEM;
+	int n = watch_forward(d->watch, k->s, k->len, now->s, sizeof now->s);
+	int rc;
+	if (n >= 0 && sm_get(d->sm, now->s, (size_t)n, &cur) == 0 && cur.ino == rec->ino)
+		rc = inotab_hook(d->tab, ms_nodeid_of(d, now->s, (size_t)n, rec->ino), now->s, (size_t)n, e);
+	else
+		rc = inotab_get_or_add(d->tab, rec->ino, e);
+	free(now);
+	return rc;
+}
+
+/* Replies an entry for rec at k (the replay thread's lookup, mkdir, symlink). */
+static void replay_reply_entry(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, const keybuf_t *k,
+                               const sm_record_t *rec)
+{
+	inotab_entry_t *e = NULL;
+	int rc = replay_entry(d, k, rec, &e);
+	if (rc) return reply_err(d, req, op, t0, rc);
+	struct stat st;
+	struct fuse_entry_param ep;
+	rec_stat(rec, e, &st);
+	st.st_ino = e->ino;
+	fill_entry(&ep, &st);
+	inotab_ref(e, 1);
+	ms_record_op(d, op, t0, 0);
+	if (fuse_reply_entry(req, &ep) != 0) inotab_forget(d->tab, e->ino, 1);
+}
+
+static void replay_lookup(ms_t *d, fuse_req_t req, uint64_t parent, const char *name, uint64_t t0)
+{
+	keybuf_t k;
+	sm_record_t rec;
+	int rc = replay_child_key(d, parent, name, &k);
+	if (rc == 0) {
+		watch_answer_t a = watch_replay_lookup(d->watch, k.s, k.len, &rec);
+		rc = a == WATCH_PRESENT ? 0 : a == WATCH_ABSENT ? -ENOENT : sm_get(d->sm, k.s, k.len, &rec);
+	}
+	if (rc) return reply_err(d, req, MS_OP_LOOKUP, t0, rc); /* never a read barrier */
+	replay_reply_entry(d, req, MS_OP_LOOKUP, t0, &k, &rec);
+}
+
+/* The record a replayed creation of name in parent reports: the one its create made. From here
+ * on the name is no longer hidden: the reply that follows makes the kernel emit IN_CREATE. */
+static int replay_created(ms_t *d, uint64_t parent, const char *name, keybuf_t *k, sm_record_t *rec)
+{
+	int rc = replay_child_key(d, parent, name, k);
+	if (rc) return rc;
+	if (watch_reveal(d->watch, k->s, k->len, rec)) return 0;
+	return sm_get(d->sm, k->s, k->len, rec);
+}
+
+/* A replayed rename or exchange is answered: both names stop being hidden (MOVED_TO follows). */
+static void replay_renamed(ms_t *d, uint64_t parent, const char *name, uint64_t newparent,
+                           const char *newname)
+{
+	keybuf_t *k = malloc(sizeof *k);
+	if (!k) return; /* the replay thread unhides them when its rename returns */
+	if (replay_child_key(d, parent, name, k) == 0) watch_reveal(d->watch, k->s, k->len, NULL);
+	if (replay_child_key(d, newparent, newname, k) == 0) watch_reveal(d->watch, k->s, k->len, NULL);
+	free(k);
+}
+
+static void replay_mkentry(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, uint64_t parent,
+                           const char *name, sm_kind_t kind)
+{
+	keybuf_t k;
+	sm_record_t rec;
+	int rc = replay_created(d, parent, name, &k, &rec);
+	if (rc == 0 && rec.kind != kind) rc = -EEXIST;
+	if (rc) return reply_err(d, req, op, t0, rc);
+	replay_reply_entry(d, req, op, t0, &k, &rec);
+}
+
+/* Replies open, or create with an entry for rec, with a replay handle on e. */
+static void replay_open_reply(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, inotab_entry_t *e,
+                              const sm_record_t *rec, struct fuse_file_info *fi)
+{
+	fh_t *h = ms_fh_new(d, FH_FILE, e->ino);
+	if (!h) {
+		inotab_forget(d->tab, e->ino, 0); /* frees an entry made for this reply */
+		return reply_err(d, req, op, t0, -ENOMEM);
+	}
+	h->replay = true;
+	h->open_flags = fi->flags;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 1; /* the replay's write reaches no page cache: it only sets the size */
+	fi->keep_cache = 0;
+	fi->nonseekable = 0;
+	fi->noflush = 1; /* nothing to flush: spares close() a round trip */
+	inotab_open(e);
+	int rc;
+	if (rec) {
+		struct stat st;
+		struct fuse_entry_param ep;
+		rec_stat(rec, e, &st);
+		st.st_ino = e->ino;
+		fill_entry(&ep, &st);
+		inotab_ref(e, 1);
+		rc = fuse_reply_create(req, &ep, fi);
+		if (rc) e->nlookup--; /* the kernel never got it */
+	} else {
+		rc = fuse_reply_open(req, fi);
+	}
+	ms_record_op(d, op, t0, 0);
+	if (rc) {
+		ms_fh_unref(d, h);
+		inotab_close(d->tab, e);
+	}
+}
+
+static void replay_create(ms_t *d, fuse_req_t req, uint64_t parent, const char *name,
+                          struct fuse_file_info *fi, uint64_t t0)
+{
+	keybuf_t k;
+	sm_record_t rec;
+	inotab_entry_t *e = NULL;
+	int rc = replay_created(d, parent, name, &k, &rec);
+	if (rc == 0 && rec.kind != SM_KIND_FILE) rc = rec.kind == SM_KIND_DIR ? -EISDIR : -EEXIST;
+	if (rc == 0) rc = replay_entry(d, &k, &rec, &e);
+	if (rc) return reply_err(d, req, MS_OP_CREATE, t0, rc);
+	replay_open_reply(d, req, MS_OP_CREATE, t0, e, &rec, fi);
+}
+
+/* getattr / setattr of the replay thread on a nodeid that a pending replay removes or moves. */
+static bool replay_ghost_attr(ms_t *d, uint64_t ino, struct stat *st)
+{
+	char key[SM_KEY_BYTES_MAX + 1];
+	sm_record_t rec;
+	if (watch_ghost(d->watch, ino, key, sizeof key, &rec) < 0) return false;
+	rec_stat(&rec, inotab_get(d->tab, ino), st);
+	st->st_ino = ino;
+	return true;
+}
+
 /* ------------------------------------------------------------------ init, lookup, forget */
 
 static void op_init(void *ud, struct fuse_conn_info *conn)
@@ -354,6 +541,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &ep);
 		return;
 	}
+	if (from_replay(d, req)) return replay_lookup(d, req, parent, name, t0);
 	keybuf_t k;
 	int rc = child_key(d, parent, name, &k);
 	if (rc) return reply_err(d, req, MS_OP_LOOKUP, t0, rc);
@@ -361,6 +549,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	rc = sm_get(d->sm, k.s, k.len, &rec);
 	if (rc == 0) {
+		if (d->watch) watch_looked_up(d->watch, k.s, k.len, parent); /* its replay may be pending */
 		inotab_entry_t *e = inotab_get(d->tab, ms_nodeid_of(d, k.s, k.len, rec.ino));
 		rec_stat(&rec, e, &st);
 		rc = reply_entry_hooked(d, req, k.s, k.len, &st);
@@ -394,6 +583,7 @@ static void lookup_again(ms_t *d, pending_t *p)
 	sm_record_t rec;
 	int rc = sm_get(d->sm, k.s, k.len, &rec);
 	if (rc == 0) {
+		if (d->watch) watch_looked_up(d->watch, k.s, k.len, p->parent_ino);
 		struct stat st;
 		rec_stat(&rec, inotab_get(d->tab, ms_nodeid_of(d, k.s, k.len, rec.ino)), &st);
 		rc = reply_entry_hooked(d, p->req, k.s, k.len, &st);
@@ -445,7 +635,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, MS_TIMEOUT_S);
 		return;
 	}
-	int rc = stat_ino(d, ino, &st);
+	int rc = from_replay(d, req) && replay_ghost_attr(d, ino, &st) ? 0 : stat_ino(d, ino, &st);
 	fh_t *h = fh_of(fi);
 	if (rc == -ENOENT && !(h && h->kind == FH_FILE)) h = open_handle_of(d, ino);
 	if (rc == -ENOENT && h && h->kind == FH_FILE) {
@@ -506,6 +696,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct stat st;
 	if (ms_ctl_is(ino)) { /* `> txn` and touch are harmless: nothing to change */
 		ms_ctl_attr(d, ino, &st);
+		ms_record_op(d, MS_OP_SETATTR, t0, 0);
+		fuse_reply_attr(req, &st, MS_TIMEOUT_S);
+		return;
+	}
+	if (from_replay(d, req)) { /* a replayed chmod/chown/utimens: the record has it already */
+		int rc = replay_ghost_attr(d, ino, &st) ? 0 : stat_ino(d, ino, &st);
+		if (rc) return reply_err(d, req, MS_OP_SETATTR, t0, rc);
 		ms_record_op(d, MS_OP_SETATTR, t0, 0);
 		fuse_reply_attr(req, &st, MS_TIMEOUT_S);
 		return;
@@ -630,6 +827,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	ms_t *d = D(req);
 	uint64_t t0 = ms_now_ns();
+	if (from_replay(d, req) && !ms_ctl_is(parent) && !is_reserved(parent, name))
+		return replay_mkentry(d, req, MS_OP_MKDIR, t0, parent, name, SM_KIND_DIR);
 	sm_op_t o = {.type = SM_OP_MKDIR, .mode = mode & 07777};
 	propose_create(d, req, MS_OP_MKDIR, t0, parent, name, &o, P_ENTRY, NULL);
 }
@@ -639,6 +838,8 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	ms_t *d = D(req);
 	uint64_t t0 = ms_now_ns();
 	size_t len = strlen(link);
+	if (from_replay(d, req) && !ms_ctl_is(parent) && !is_reserved(parent, name))
+		return replay_mkentry(d, req, MS_OP_SYMLINK, t0, parent, name, SM_KIND_SYMLINK);
 	if (len == 0) return reply_err(d, req, MS_OP_SYMLINK, t0, -ENOENT);
 	if (len >= 4096) return reply_err(d, req, MS_OP_SYMLINK, t0, -ENAMETOOLONG);
 	sm_op_t o = {.type = SM_OP_SYMLINK, .mode = 0777, .value = (const uint8_t *)link, .value_len = len};
@@ -670,6 +871,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	uint64_t t0 = ms_now_ns();
 	if (ms_ctl_is(parent) || is_reserved(parent, name))
 		return reply_err(d, req, MS_OP_UNLINK, t0, -EPERM);
+	if (from_replay(d, req)) return reply_err(d, req, MS_OP_UNLINK, t0, 0); /* applied already */
 	keybuf_t k;
 	int rc = child_key(d, parent, name, &k);
 	if (rc) return reply_err(d, req, MS_OP_UNLINK, t0, rc);
@@ -692,6 +894,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	uint64_t t0 = ms_now_ns();
 	if (is_reserved(parent, name)) return reply_err(d, req, MS_OP_RMDIR, t0, -EBUSY);
 	if (ms_ctl_is(parent)) return reply_err(d, req, MS_OP_RMDIR, t0, -ENOTDIR);
+	if (from_replay(d, req)) return reply_err(d, req, MS_OP_RMDIR, t0, 0); /* applied already */
 	keybuf_t k;
 	int rc = child_key(d, parent, name, &k);
 	if (rc) return reply_err(d, req, MS_OP_RMDIR, t0, rc);
@@ -729,6 +932,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (ms_ctl_is(parent) || ms_ctl_is(newparent) || is_reserved(parent, name) ||
 	    is_reserved(newparent, newname))
 		return reply_err(d, req, MS_OP_RENAME, t0, -EPERM);
+	if (from_replay(d, req)) { /* applied already */
+		replay_renamed(d, parent, name, newparent, newname);
+		return reply_err(d, req, MS_OP_RENAME, t0, 0);
+	}
 	keybuf_t *k = malloc(2 * sizeof *k);
 	if (!k) return reply_err(d, req, MS_OP_RENAME, t0, -ENOMEM);
 	int rc = child_key(d, parent, name, &k[0]);
@@ -800,23 +1007,11 @@ static int load_handle(ms_t *d, fh_t *h, inotab_entry_t **ep)
 	return 0;
 }
 
-/* Replies open (or create, with an entry for key) for a loaded handle. Takes h's reference. */
-static void reply_opened(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, fh_t *h, inotab_entry_t *e,
-                         struct fuse_file_info *fi, bool create)
+/* Sends the open (or create, with an entry) reply of a loaded handle whose open is counted on
+ * e. Takes h's reference. */
+static void send_opened(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, fh_t *h, inotab_entry_t *e,
+                        struct fuse_file_info *fi, bool create)
 {
-	fi->fh = (uint64_t)(uintptr_t)h;
-	fi->direct_io = 0;
-	fi->keep_cache = 0;
-	fi->nonseekable = 0;
-	if (!e->provisional && h->mod_revision != e->reported_mod_revision) {
-		/* The record changed since the kernel last saw its attributes, and the
-		 * invalidation thread may not have told it yet: a stale i_size would cut reads
-		 * short. An attributes-only invalidation takes no inode lock (only the
-		 * connection's killsb, for reading), so it is safe here, before the reply. */
-		fuse_lowlevel_notify_inval_inode(d->se, e->ino, -1, 0);
-		e->reported_mod_revision = h->mod_revision;
-	}
-	inotab_open(e);
 	int rc;
 	if (create) {
 		struct stat st;
@@ -834,6 +1029,48 @@ static void reply_opened(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, fh_t 
 		ms_fh_unref(d, h);
 		inotab_close(d->tab, e);
 	}
+}
+
+/* Replies open (or create, with an entry for key) for a loaded handle. Takes h's reference. */
+static void reply_opened(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, fh_t *h, inotab_entry_t *e,
+                         struct fuse_file_info *fi, bool create)
+{
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 0;
+	fi->keep_cache = 0;
+	fi->nonseekable = 0;
+	bool stale = !e->provisional && h->mod_revision != e->reported_mod_revision;
+	inotab_open(e); /* also keeps e alive while the reply waits */
+	if (stale) {
+		/* The record changed since the kernel last saw its attributes, and the invalidation
+		 * thread may not have told it yet: a stale i_size would cut reads short. The reply
+		 * waits until that thread has invalidated them; no notify call is made here (a
+		 * notify inside a handler, on the loop thread, is how fusefloor's deadlocks begin). */
+		e->reported_mod_revision = h->mod_revision;
+		pending_t *p = d->inval && !d->stopping ? ms_pending_new(d, P_OPEN_REPLY, op, req, t0) : NULL;
+		if (p) {
+			p->owner = d;
+			p->fh = h;
+			p->ino = e->ino;
+			p->fi = *fi;
+			p->create = create;
+			if (inval_attr_then(d->inval, e->ino, ms_open_reply_ready, p) == 0) return;
+			p->fh = NULL;
+			ms_pending_free(d, p);
+		}
+	}
+	send_opened(d, req, op, t0, h, e, fi, create);
+}
+
+void ms_complete_open_reply(ms_t *d, pending_t *p)
+{
+	assert(p->kind == P_OPEN_REPLY && p->fh);
+	fh_t *h = p->fh;
+	p->fh = NULL;                                   /* its reference goes to the kernel */
+	inotab_entry_t *e = inotab_get(d->tab, p->ino); /* alive: the open counted on it */
+	assert(e);
+	send_opened(d, p->req, p->op, p->t0_ns, h, e, &p->fi, p->create);
+	ms_pending_free(d, p);
 }
 
 /* Parks an open of ino until the commits its release started are applied, so a close()
@@ -889,7 +1126,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (fuse_reply_open(req, fi) != 0) ms_fh_unref(d, h);
 		return;
 	}
-	inotab_entry_t *e = inotab_get(d->tab, ino);
+	inotab_entry_t *e = NULL;
+	if (from_replay(d, req)) { /* the record may be gone already: the kernel's nodeid is what counts */
+		int rc = inotab_get_or_add(d->tab, ino, &e);
+		if (rc) return reply_err(d, req, MS_OP_OPEN, t0, rc);
+		return replay_open_reply(d, req, MS_OP_OPEN, t0, e, NULL, fi);
+	}
+	e = inotab_get(d->tab, ino);
 	if (!e || !e->key) return reply_err(d, req, MS_OP_OPEN, t0, -ENOENT);
 	fh_t *h = ms_fh_new(d, FH_FILE, ino);
 	if (!h) return reply_err(d, req, MS_OP_OPEN, t0, -ENOMEM);
@@ -1007,6 +1250,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		if (fuse_reply_create(req, &ep, fi) != 0) ms_fh_unref(d, h);
 		return;
 	}
+	if (from_replay(d, req)) return replay_create(d, req, parent, name, fi, t0);
 	if (!S_ISREG(mode)) return reply_err(d, req, MS_OP_CREATE, t0, -EPERM);
 	if (fi->flags & O_EXCL) {
 		sm_op_t o = {.type = SM_OP_CREATE, .flags = SM_F_EXCL, .mode = mode & 07777};
@@ -1083,6 +1327,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, size);
 		return;
 	}
+	if (h->replay) { /* the state machine has the data; the write only made the kernel's events */
+		ms_record_op(d, MS_OP_WRITE, t0, 0);
+		fuse_reply_write(req, size);
+		return;
+	}
 	if (h->poisoned) return reply_err(d, req, MS_OP_WRITE, t0, -EFBIG);
 	uint64_t at = h->append ? h->len : (uint64_t)off;
 	if (at > d->opt.value_bytes_max || size > d->opt.value_bytes_max - at) {
@@ -1118,7 +1367,7 @@ static void drop_provisional(ms_t *d, inotab_entry_t *e);
  * (for a release: the entry's close) comes from ms_complete, else 0 or -errno to reply now. */
 static int commit_handle(ms_t *d, fuse_req_t req, fh_t *h, ms_op_t op, uint64_t t0, commit_why_t why)
 {
-	if (h->kind != FH_FILE) return 0;
+	if (h->kind != FH_FILE || h->replay) return 0;
 	if (h->poisoned) return why == WHY_RELEASE ? 0 : -EFBIG;
 	if (!h->dirty) return 0;
 	if (why == WHY_FLUSH && !h->written) return 0;
@@ -1302,9 +1551,82 @@ int ms_dir_push(fh_t *h, const char *name, size_t name_len, uint64_t ino, uint32
 	return 0;
 }
 
+/* Names a listing leaves out (watch/: created elsewhere, not replayed yet), sorted. */
+typedef struct hidden_names {
+	char *buf; /* the names, NUL-terminated one after the other */
+	size_t len, cap, count;
+	const char **v; /* count pointers into buf, sorted */
+	int rc;
+} hidden_names_t;
+
+static void hidden_add(void *ctx, const char *name, size_t name_len)
+{
+	hidden_names_t *hn = ctx; /* called under watch/'s mutex: no watch_* calls here */
+	if (hn->rc) return;
+	if (hn->len + name_len + 1 > hn->cap) {
+		size_t cap = hn->cap ? hn->cap * 2 : 1024;
+		while (cap < hn->len + name_len + 1)
+			cap *= 2;
+		char *b = realloc(hn->buf, cap);
+		if (!b) {
+			hn->rc = -ENOMEM;
+			return;
+		}
+		hn->buf = b;
+		hn->cap = cap;
+	}
+	memcpy(hn->buf + hn->len, name, name_len);
+	hn->buf[hn->len + name_len] = '\0';
+	hn->len += name_len + 1;
+	hn->count++;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+typedef struct name_key {
+	const char *s;
+	size_t len;
+} name_key_t;
+
+static int cmp_name_key(const void *key, const void *elem)
+{
+	const name_key_t *k = key;
+	const char *e = *(const char *const *)elem;
+	int c = strncmp(k->s, e, k->len);
+	return c ? c : (e[k->len] == '\0' ? 0 : -1);
+}
+
+/* Collects and sorts the hidden names of directory key. 0 or -ENOMEM. */
+static int hidden_collect(ms_t *d, const char *key, size_t key_len, hidden_names_t *hn)
+{
+	memset(hn, 0, sizeof *hn);
+	if (!d->watch || watch_hidden_children(d->watch, key, key_len, hidden_add, hn) == 0) return hn->rc;
+	if (hn->rc) return hn->rc;
+	hn->v = malloc(hn->count * sizeof *hn->v);
+	if (!hn->v) return -ENOMEM;
+	size_t at = 0;
+	for (size_t i = 0; i < hn->count; i++) {
+		hn->v[i] = hn->buf + at;
+		at += strlen(hn->buf + at) + 1;
+	}
+	qsort(hn->v, hn->count, sizeof *hn->v, cmp_names);
+	return 0;
+}
+
+static bool hidden_has(const hidden_names_t *hn, const char *name, size_t name_len)
+{
+	if (!hn->v) return false;
+	name_key_t k = {.s = name, .len = name_len};
+	return bsearch(&k, hn->v, hn->count, sizeof *hn->v, cmp_name_key) != NULL;
+}
+
 typedef struct list_ctx {
 	ms_t *d;
 	fh_t *h;
+	const hidden_names_t *hidden;
 	int rc;
 } list_ctx_t;
 
@@ -1312,6 +1634,8 @@ static int list_cb(void *ctx, const char *name, size_t name_len, const sm_record
 {
 	list_ctx_t *lc = ctx;
 	uint64_t ino = rec->ino;
+	if (hidden_has(lc->hidden, name, name_len))
+		return 0; /* created elsewhere, not replayed yet: this kernel must not know it */
 	if (lc->d->stats.ino_mismatches > 0 && lc->h->dir_key_len + 1 + name_len <= SM_KEY_BYTES_MAX) {
 		keybuf_t k; /* only while aliases may exist (see commit.c) */
 		size_t at = 0;
@@ -1344,9 +1668,13 @@ static int snapshot_dir(ms_t *d, fh_t *h, inotab_entry_t *e, const sm_record_t *
 	if (rc == 0 && e->key_len == 0)
 		rc = ms_dir_push(h, SM_CONTROL_DIR, strlen(SM_CONTROL_DIR), MS_CTL_DIR_INO, S_IFDIR | 0555);
 	if (rc) return rc;
-	list_ctx_t lc = {.d = d, .h = h};
-	rc = sm_list(d->sm, e->key, e->key_len, NULL, 0, list_cb, &lc);
+	hidden_names_t hn;
+	rc = hidden_collect(d, e->key, e->key_len, &hn);
+	list_ctx_t lc = {.d = d, .h = h, .hidden = &hn};
+	if (rc == 0) rc = sm_list(d->sm, e->key, e->key_len, NULL, 0, list_cb, &lc);
 	if (rc == 0) rc = lc.rc;
+	free(hn.buf);
+	free(hn.v);
 	if (rc) return rc;
 	/* provisional files in this directory (few: files being written right now) */
 	for (inotab_entry_t *pe = inotab_next_provisional(d->tab, NULL); pe;

@@ -210,6 +210,29 @@ static char *dup_key(const char *key, size_t len)
 	return k;
 }
 
+/* A new unhooked entry for ino (not in the table yet). 0, -ENFILE, -ENOMEM. */
+static int entry_add(inotab_t *t, uint64_t ino, inotab_entry_t **out)
+{
+	if (t->count >= t->entries_max) return -ENFILE;
+	inotab_entry_t *e = calloc(1, sizeof *e);
+	if (!e) return -ENOMEM;
+	e->ino = ino;
+	if (t->count >= t->ino_buckets) (void)grow(&t->by_ino, &t->ino_buckets, false);
+	size_t b = hash_ino(ino) & (t->ino_buckets - 1);
+	e->next_by_ino = t->by_ino[b];
+	t->by_ino[b] = e;
+	t->count++;
+	*out = e;
+	return 0;
+}
+
+int inotab_get_or_add(inotab_t *t, uint64_t ino, inotab_entry_t **out)
+{
+	assert(t && ino != 0 && out);
+	*out = inotab_get(t, ino);
+	return *out ? 0 : entry_add(t, ino, out);
+}
+
 int inotab_hook(inotab_t *t, uint64_t ino, const char *key, size_t key_len, inotab_entry_t **out)
 {
 	assert(t && ino != 0 && out);
@@ -222,21 +245,11 @@ int inotab_hook(inotab_t *t, uint64_t ino, const char *key, size_t key_len, inot
 	char *k = dup_key(key, key_len);
 	if (!k) return -ENOMEM;
 	if (!e) {
-		if (t->count >= t->entries_max) {
+		int rc = entry_add(t, ino, &e);
+		if (rc) {
 			free(k);
-			return -ENFILE;
+			return rc;
 		}
-		e = calloc(1, sizeof *e);
-		if (!e) {
-			free(k);
-			return -ENOMEM;
-		}
-		e->ino = ino;
-		if (t->count >= t->ino_buckets) (void)grow(&t->by_ino, &t->ino_buckets, false);
-		size_t b = hash_ino(ino) & (t->ino_buckets - 1);
-		e->next_by_ino = t->by_ino[b];
-		t->by_ino[b] = e;
-		t->count++;
 	} else if (e->key) {
 		assert(!is_root(t, e));
 		key_remove(t, e);

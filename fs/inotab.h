@@ -77,6 +77,11 @@ inotab_entry_t *inotab_find_key(const inotab_t *t, const char *key, size_t key_l
  * -ENFILE (table full). ino must not be 0. */
 int inotab_hook(inotab_t *t, uint64_t ino, const char *key, size_t key_len, inotab_entry_t **out);
 
+/* The entry for ino, created unhooked (no key, counts 0) if missing: for a nodeid handed to
+ * the kernel under a name the state machine no longer has (watch/'s replays of a delete or a
+ * rename). 0, -ENOMEM, -ENFILE. ino must not be 0. */
+int inotab_get_or_add(inotab_t *t, uint64_t ino, inotab_entry_t **out);
+
 /* Removes the entry's key (it stays until forgotten and closed). No-op on an unhooked entry;
  * the root cannot be unhooked. Clears provisional. */
 void inotab_unhook(inotab_t *t, inotab_entry_t *e);

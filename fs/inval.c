@@ -20,6 +20,8 @@ typedef enum { N_ENTRY = 1, N_INODE_ATTR, N_INODE_DATA } ntype_t;
 
 typedef struct notif {
 	ntype_t type;
+	void (*done)(void *arg, int rc); /* inval_attr_then: called after the notify */
+	void *arg;
 	uint64_t ino; /* N_ENTRY: the parent */
 	uint16_t name_len;
 	char name[SM_NAME_BYTES_MAX + 1];
@@ -58,9 +60,20 @@ static void *run(void *arg)
 			rc = fuse_lowlevel_notify_inval_inode(iv->se, n.ino, -1, 0);
 		else
 			rc = fuse_lowlevel_notify_inval_inode(iv->se, n.ino, 0, 0);
+		if (n.done) n.done(n.arg, rc);
 		pthread_mutex_lock(&iv->mu);
 		iv->st.done++;
 		if (rc != 0 && rc != -ENOENT) iv->st.failed++;
+	}
+	/* discarded: whoever waits for a completion still gets one */
+	while (iv->len > 0) {
+		n = iv->ring[iv->head];
+		iv->head = (iv->head + 1) % INVAL_QUEUE_MAX;
+		iv->len--;
+		if (!n.done) continue;
+		pthread_mutex_unlock(&iv->mu);
+		n.done(n.arg, -ECANCELED);
+		pthread_mutex_lock(&iv->mu);
 	}
 	pthread_mutex_unlock(&iv->mu);
 	if (iv->on_exit) iv->on_exit(iv->arg);
@@ -125,6 +138,8 @@ static void enqueue(inval_t *iv, ntype_t type, uint64_t ino, const char *name, s
 	assert(name_len <= SM_NAME_BYTES_MAX);
 	notif_t *n = &iv->ring[(iv->head + iv->len) % INVAL_QUEUE_MAX];
 	n->type = type;
+	n->done = NULL;
+	n->arg = NULL;
 	n->ino = ino;
 	n->name_len = (uint16_t)name_len;
 	if (name_len) memcpy(n->name, name, name_len);
@@ -169,6 +184,24 @@ static void push(void *ctx, const fs_change_t *c)
 	}
 	if (iv->len != before) pthread_cond_signal(&iv->cv);
 	pthread_mutex_unlock(&iv->mu);
+}
+
+int inval_attr_then(inval_t *iv, uint64_t ino, void (*done)(void *arg, int rc), void *arg)
+{
+	assert(iv && ino != 0 && done);
+	int rc = 0;
+	pthread_mutex_lock(&iv->mu);
+	if (iv->stop || iv->len == INVAL_QUEUE_MAX) {
+		rc = -EAGAIN;
+	} else {
+		enqueue(iv, N_INODE_ATTR, ino, NULL, 0);
+		notif_t *n = &iv->ring[(iv->head + iv->len - 1) % INVAL_QUEUE_MAX];
+		n->done = done;
+		n->arg = arg;
+		pthread_cond_signal(&iv->cv);
+	}
+	pthread_mutex_unlock(&iv->mu);
+	return rc;
 }
 
 fs_change_sink_t inval_sink(inval_t *iv)

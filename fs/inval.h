@@ -37,6 +37,13 @@ void inval_request_stop(inval_t *iv);
  * lets go), frees everything. */
 void inval_stop(inval_t *iv);
 
+/* Queues an attributes-only invalidation of nodeid ino behind everything queued before it,
+ * then calls done(arg, rc) on the invalidation thread (rc: the notify's result; -ECANCELED when
+ * the thread stops first). Never dropped: 0, or -EAGAIN when the queue is full or stopping
+ * (done is not called). For a reply that must wait until the kernel forgot stale attributes:
+ * no notify call is ever made on the loop thread or inside a handler. */
+int inval_attr_then(inval_t *iv, uint64_t ino, void (*done)(void *arg, int rc), void *arg);
+
 /* The sink to register with the daemon; ctx is iv. */
 fs_change_sink_t inval_sink(inval_t *iv);
 

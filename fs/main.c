@@ -8,12 +8,14 @@
  * engine starts empty and is rebuilt by the Raft node from its snapshot and log in DATA/raft)
  * -> state machine -> Raft node -> catch up (run the loop until a read barrier passes, at most
  * CATCH_UP_MS, so the first ls sees the rebuilt tree) -> FUSE session mounted with
- * default_permissions -> the invalidation thread -> uv_poll on the session fd -> loop.
+ * default_permissions -> the invalidation thread -> the replay thread (watch/; not with
+ * -o inotify=off) -> uv_poll on the session fd -> loop.
  *
- * Stop (umount, SIGTERM, SIGINT, SIGHUP): every waiting request gets EIO, the Raft node and the
- * invalidation thread are told to stop while the loop keeps answering FUSE (new changes get
- * EIO), so a notify call blocked on a directory lock held by a process waiting for us always
- * completes; when both have stopped the session is unmounted, the loop ends, the state machine
+ * Stop (umount, SIGTERM, SIGINT, SIGHUP): every waiting request gets EIO, the Raft node, the
+ * invalidation thread and the replay thread are told to stop while the loop keeps answering
+ * FUSE (new changes get EIO), so a notify call blocked on a directory lock held by a process
+ * waiting for us, or a replay's syscall on the mount, always completes; when all three have
+ * stopped the session is unmounted, the loop ends, the state machine
  * and the engine are closed. Exit status 0 after a clean stop, 1 on a start-up failure or when
  * applying an entry failed (the engine broke: the node cannot go on).
  */
@@ -186,10 +188,32 @@ static void on_sweep(uv_timer_t *t)
 	}
 }
 
+/* Opens whose reply waited for the invalidation thread (fsops.c): answered here, on the loop. */
+static pending_t *take_ready(ms_t *d)
+{
+	pthread_mutex_lock(&d->ready_mu);
+	pending_t *p = d->ready;
+	d->ready = NULL;
+	pthread_mutex_unlock(&d->ready_mu);
+	return p;
+}
+
+static void on_opens_ready(uv_async_t *a)
+{
+	ms_t *d = a->data;
+	for (pending_t *p = take_ready(d); p;) {
+		pending_t *next = p->next;
+		p->next = NULL;
+		ms_complete_open_reply(d, p);
+		p = next;
+	}
+}
+
 static void finish(ms_t *d)
 {
-	if (d->finished || !d->raft_stopped || !d->inval_stopped) return;
+	if (d->finished || !d->raft_stopped || !d->inval_stopped || !d->watch_stopped) return;
 	d->finished = true;
+	on_opens_ready(&d->opens_ready); /* the invalidation thread has stopped: none come later */
 	if (d->fuse_poll_active) uv_poll_stop(&d->fuse_poll);
 	d->fuse_poll_active = false;
 	ms_fail_all_pending(d, -EIO);
@@ -202,6 +226,8 @@ static void finish(ms_t *d)
 	uv_close((uv_handle_t *)&d->sig_int, close_cb);
 	uv_close((uv_handle_t *)&d->sig_hup, close_cb);
 	uv_close((uv_handle_t *)&d->inval_exited, close_cb);
+	uv_close((uv_handle_t *)&d->watch_exited, close_cb);
+	uv_close((uv_handle_t *)&d->opens_ready, close_cb);
 	uv_close((uv_handle_t *)&d->sweep, close_cb);
 	ms_log(d, LOG_INFO, "stopped");
 }
@@ -230,6 +256,48 @@ static void on_inval_exit(void *arg)
 	uv_async_send(&d->inval_exited); /* the one libuv call that is safe from another thread */
 }
 
+static void on_watch_exited_async(uv_async_t *a)
+{
+	ms_t *d = a->data;
+	if (d->watch) {
+		watch_stop(d->watch); /* the replay thread has returned: this join is immediate */
+		d->watch = NULL;
+	}
+	d->watch_stopped = true;
+	finish(d);
+}
+
+static void on_watch_exit(void *arg)
+{
+	ms_t *d = arg;
+	uv_async_send(&d->watch_exited);
+}
+
+/* watch/'s forget callback, on a replay thread (not the loop thread, not inside a handler: a
+ * notify there could wait for a directory lock held by a request only the loop can answer). */
+static void watch_forget(void *arg, uint64_t parent, const char *name, size_t name_len)
+{
+	ms_t *d = arg;
+	fuse_lowlevel_notify_inval_entry(d->se, parent, name, name_len);
+}
+
+/* The change sink that feeds watch/ (it knows nothing of fs/'s types). */
+static void watch_sink_push(void *ctx, const fs_change_t *c) { watch_push(ctx, c->ev, c->local); }
+static void watch_sink_end_batch(void *ctx) { watch_end_batch(ctx); }
+
+/* inval_attr_then's completion, on the invalidation thread: hand the open back to the loop. */
+void ms_open_reply_ready(void *arg, int rc)
+{
+	pending_t *p = arg;
+	ms_t *d = p->owner;
+	(void)rc; /* the reply goes out either way; at worst the kernel keeps stale attributes */
+	pthread_mutex_lock(&d->ready_mu);
+	p->next = d->ready;
+	d->ready = p;
+	pthread_mutex_unlock(&d->ready_mu);
+	uv_async_send(&d->opens_ready);
+}
+
 void ms_begin_shutdown(ms_t *d, const char *why)
 {
 	if (d->stopping) return;
@@ -247,6 +315,10 @@ void ms_begin_shutdown(ms_t *d, const char *why)
 		inval_request_stop(d->inval);
 	else
 		d->inval_stopped = true;
+	if (d->watch)
+		watch_request_stop(d->watch);
+	else
+		d->watch_stopped = true;
 	finish(d);
 }
 
@@ -357,11 +429,27 @@ static int start(ms_t *d, paths_t *pa, char *err, size_t err_len)
 	snprintf(d->mount_path, sizeof d->mount_path, "%s", pa->mount);
 	uv_async_init(d->loop, &d->inval_exited, on_inval_exited_async);
 	d->inval_exited.data = d;
+	uv_async_init(d->loop, &d->opens_ready, on_opens_ready);
+	d->opens_ready.data = d;
 	if ((rc = inval_start(d->se, on_inval_exit, d, &d->inval))) {
 		errf(err, err_len, "invalidation thread: %s", strerror(-rc));
 		return rc;
 	}
 	ms_add_sink(d, inval_sink(d->inval));
+	uv_async_init(d->loop, &d->watch_exited, on_watch_exited_async);
+	d->watch_exited.data = d;
+	d->watch_stopped = !d->opt.inotify;
+	if (d->opt.inotify) {
+		watch_config_t wc = {
+		    .mount_path = d->mount_path, .on_exit = on_watch_exit, .forget = watch_forget, .arg = d};
+		if ((rc = watch_start(&wc, &d->watch))) {
+			errf(err, err_len, "replay thread: %s", strerror(-rc));
+			return rc;
+		}
+		ms_add_sink(d, (fs_change_sink_t){.ctx = d->watch,
+		                                  .push = watch_sink_push,
+		                                  .end_batch = watch_sink_end_batch});
+	}
 	int fd = fuse_session_fd(d->se);
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	uv_poll_init(d->loop, &d->fuse_poll, fd);
@@ -387,6 +475,7 @@ static void stopped_flag(void *arg) { *(bool *)arg = true; }
 /* After a failed start: undo what exists, in reverse. */
 static void teardown(ms_t *d)
 {
+	if (d->watch) watch_request_stop(d->watch); /* joined in cleanup, once the mount is gone */
 	if (d->inval) {
 		inval_request_stop(d->inval);
 		inval_stop(d->inval);
@@ -420,12 +509,20 @@ static void cleanup(ms_t *d)
 		free(d->loop);
 	}
 	ms_fail_all_pending(d, -EIO);
+	for (pending_t *p = take_ready(d); p;) { /* a failed start: no reply can go out any more */
+		pending_t *next = p->next;
+		ms_pending_free(d, p);
+		p = next;
+	}
 	ms_free_all_handles(d);
-	if (d->se) fuse_session_destroy(d->se);
+	if (d->se) fuse_session_destroy(d->se); /* a replay blocked on the mount fails now */
+	watch_stop(d->watch);
+	d->watch = NULL;
 	free(d->fbuf.mem);
 	sm_close(d->sm);
 	engine_close(d->engine);
 	inotab_free(d->tab);
+	pthread_mutex_destroy(&d->ready_mu);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -540,6 +637,7 @@ int main(int argc, char **argv)
 		histo_init(&d->stats.latency_ns[i]);
 	histo_init(&d->stats.commit_ns);
 	histo_init(&d->stats.read_barrier_ns);
+	pthread_mutex_init(&d->ready_mu, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	int ready_fd = -1;

@@ -340,6 +340,36 @@ START_TEST(enomem_new_and_hook)
 }
 END_TEST
 
+/* inotab_get_or_add: a nodeid without a key (watch/'s replays hand the kernel such ones). */
+START_TEST(get_or_add_unhooked)
+{
+	inotab_t *t = NULL;
+	ck_assert_int_eq(inotab_new(3, &t), 0);
+	inotab_entry_t *a = hook(t, 2, "a"), *e = NULL;
+	ck_assert_int_eq(inotab_get_or_add(t, 2, &e), 0); /* existing: the same entry, still hooked */
+	ck_assert_ptr_eq(e, a);
+	ck_assert_str_eq(e->key, "a");
+	ck_assert_int_eq(inotab_get_or_add(t, 9, &e), 0); /* new: no key, no counts */
+	ck_assert_ptr_null(e->key);
+	ck_assert_uint_eq(e->nlookup, 0);
+	ck_assert_ptr_eq(inotab_get(t, 9), e);
+	inotab_ref(e, 1);
+	inotab_entry_t *f = NULL;
+	ck_assert_int_eq(inotab_get_or_add(t, 10, &f), -ENFILE); /* the bound counts it */
+	alloc_countdown = 0;
+	int rc = inotab_get_or_add(t, 11, &f);
+	alloc_countdown = -1;
+	ck_assert_int_eq(rc, -ENFILE);
+	ck_assert(inotab_forget(t, 9, 1)); /* the kernel's forget frees it */
+	alloc_countdown = 0;
+	rc = inotab_get_or_add(t, 11, &f);
+	alloc_countdown = -1;
+	ck_assert_int_eq(rc, -ENOMEM);
+	ck_assert_ptr_null(inotab_get(t, 11));
+	inotab_free(t);
+}
+END_TEST
+
 START_TEST(enomem_rename_leaves_no_stale_keys)
 {
 	for (long n = 0; n < 8; n++) {
@@ -407,6 +437,7 @@ int main(void)
 	tcase_add_test(tc, grows_past_initial_buckets);
 	tcase_add_test(tc, enfile_at_the_bound);
 	tcase_add_test(tc, enomem_new_and_hook);
+	tcase_add_test(tc, get_or_add_unhooked);
 	tcase_add_test(tc, enomem_rename_leaves_no_stale_keys);
 	tcase_add_test(tc, enomem_exchange_leaves_no_stale_keys);
 	suite_add_tcase(s, tc);
