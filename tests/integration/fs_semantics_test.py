@@ -11,10 +11,10 @@ protocol, cache invalidation of remote changes (sizes that grow between opens), 
 on SIGTERM and umount. Each scenario gets its own cluster (tests/integration/harness.py) in a
 fresh temp dir, unmounted and stopped afterwards. Prints PASS/FAIL per scenario.
 """
-import ctypes, errno, os, signal, stat, subprocess, sys, time, traceback
+import ctypes, errno, os, signal, stat, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Cluster, expect_errno, read_file, write_file  # noqa: E402
+from harness import Cluster, expect_errno, read_file, run_scenarios, write_file  # noqa: E402
 
 BIN = sys.argv[1]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -339,22 +339,7 @@ SCENARIOS = [("one-commit-per-write", s_one_commit_per_write), ("efbig-poisons",
 
 
 def main():
-    want = sys.argv[2:]
-    passed = failed = 0
-    for name, fn in SCENARIOS:
-        if want and name not in want:
-            continue
-        t0 = time.time()
-        try:
-            fn(None)
-            passed += 1
-            print("PASS %s (%.1f s)" % (name, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % name, flush=True)
-            traceback.print_exc()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    run_scenarios(SCENARIOS, sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@
 Each scenario gets its own cluster in a fresh temp dir and unmounts and stops it afterwards.
 Prints PASS/FAIL per scenario and ends with `N passed, N failed`.
 """
-import errno, os, shutil, signal, subprocess, sys, tempfile, threading, time, traceback
+import errno, os, shutil, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Cluster, expect_errno, read_file, write_file  # noqa: E402
+from harness import Cluster, expect_errno, read_file, run_scenarios, write_file  # noqa: E402
 
 BIN = sys.argv[1]
 
@@ -239,22 +239,7 @@ SCENARIOS = [("one-node-tools", s_one_node_tools), ("three-node-tools", s_three_
 
 
 def main():
-    want = sys.argv[2:]
-    passed = failed = 0
-    for name, fn in SCENARIOS:
-        if want and name not in want:
-            continue
-        t0 = time.time()
-        try:
-            fn(None)
-            passed += 1
-            print("PASS %s (%.1f s)" % (name, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % name, flush=True)
-            traceback.print_exc()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    run_scenarios(SCENARIOS, sys.argv[2:])
 
 
 if __name__ == "__main__":

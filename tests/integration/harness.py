@@ -229,3 +229,25 @@ def expect_errno(code, fn, *args):
         assert e.errno == code, "expected %s, got %s" % (errno.errorcode[code], errno.errorcode.get(e.errno))
         return
     raise AssertionError("expected %s, call succeeded" % errno.errorcode[code])
+
+
+def run_scenarios(scenarios, want):
+    """Run (name, fn) scenarios (only those named in `want`, if any), print PASS/FAIL per
+    scenario and `N passed, N failed`, and exit 1 if any failed."""
+    import time, traceback
+    passed = failed = 0
+    for name, fn in scenarios:
+        if want and name not in want:
+            continue
+        t0 = time.time()
+        try:
+            fn(None)
+            passed += 1
+            print("PASS %s (%.1f s)" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s" % name, flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+

@@ -12,10 +12,10 @@ directory; that 100 watchers each get every one of 1,000 events; that nothing de
 the watching node's own clients list, read, remove and rename in the directories being written;
 and that `-o inotify=off` turns it all off. Prints PASS/FAIL per scenario, then `N passed, N failed`.
 """
-import os, random, shutil, subprocess, sys, tempfile, threading, time, traceback
+import os, random, shutil, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Cluster, write_file, fuse_conn_abort  # noqa: E402
+from harness import Cluster, fuse_conn_abort, run_scenarios, write_file  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "metastored"
 EVENTS = "create,modify,close_write,delete,moved_from,moved_to,attrib"
@@ -564,22 +564,7 @@ def main():
     if not shutil.which("inotifywait"):
         print("inotifywait (inotify-tools) is missing")
         sys.exit(1)
-    want = sys.argv[2:]
-    passed = failed = 0
-    for name, fn in SCENARIOS:
-        if want and name not in want:
-            continue
-        t0 = time.time()
-        try:
-            fn(None)
-            passed += 1
-            print("PASS %s (%.1f s)" % (name, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % name, flush=True)
-            traceback.print_exc()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    run_scenarios(SCENARIOS, sys.argv[2:])
 
 
 if __name__ == "__main__":
