@@ -13,6 +13,7 @@
  * truncation and corruption of a stream; authenticity is the transport's business.
  */
 #include "engine.h"
+#include "le.h"
 #include "backend.h"
 
 #include <assert.h>
@@ -243,11 +244,6 @@ const void *engine_iter_value(const engine_iter_t *it, size_t *val_len) { return
 #define SNAP_TRAILER_BYTES 24u
 #define SNAP_CHUNK_BYTES (256u * 1024u)
 
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
-
 /* A streaming 64-bit hash: 8-byte words mixed with a multiply-xorshift step. Not
  * cryptographic; its job is to catch truncated or damaged snapshot streams. */
 typedef struct snap_hash {
@@ -342,9 +338,9 @@ int engine_snapshot_write(engine_t *e, engine_write_fn write_fn, void *ctx)
 	uint8_t hdr[SNAP_HEADER_BYTES];
 	uint64_t count = e->ops->key_count(e->state);
 	memcpy(hdr, SNAP_MAGIC, 8);
-	put_u32(hdr + 8, SNAP_VERSION);
-	put_u64(hdr + 12, e->ops->applied_index(e->state));
-	put_u64(hdr + 20, count);
+	put_le32(hdr + 8, SNAP_VERSION);
+	put_le64(hdr + 12, e->ops->applied_index(e->state));
+	put_le64(hdr + 20, count);
 	if ((rc = sw_write(&w, hdr, sizeof hdr, true)) < 0) goto err;
 
 	it = e->ops->iter_new(e->state);
@@ -358,8 +354,8 @@ int engine_snapshot_write(engine_t *e, engine_write_fn write_fn, void *ctx)
 		const void *k = e->ops->iter_key(it, &kl);
 		const void *v = e->ops->iter_value(it, &vl);
 		uint8_t rh[8];
-		put_u32(rh, (uint32_t)kl);
-		put_u32(rh + 4, (uint32_t)vl);
+		put_le32(rh, (uint32_t)kl);
+		put_le32(rh + 4, (uint32_t)vl);
 		if ((rc = sw_write(&w, rh, 8, true)) < 0) goto err;
 		if ((rc = sw_write(&w, k, kl, true)) < 0) goto err;
 		if ((rc = sw_write(&w, v, vl, true)) < 0) goto err;
@@ -371,8 +367,8 @@ int engine_snapshot_write(engine_t *e, engine_write_fn write_fn, void *ctx)
 	}
 	uint8_t tr[SNAP_TRAILER_BYTES];
 	memcpy(tr, SNAP_END_MAGIC, 8);
-	put_u64(tr + 8, count);
-	put_u64(tr + 16, snap_hash_final(&w.hash));
+	put_le64(tr + 8, count);
+	put_le64(tr + 16, snap_hash_final(&w.hash));
 	if ((rc = sw_write(&w, tr, sizeof tr, false)) < 0) goto err;
 	rc = sw_flush(&w);
 err:
@@ -390,9 +386,9 @@ int engine_snapshot_read(engine_t *e, engine_read_fn read_fn, void *ctx)
 	void *restore = NULL;
 	int rc = read_fn(ctx, hdr, sizeof hdr);
 	if (rc < 0) return rc;
-	if (memcmp(hdr, SNAP_MAGIC, 8) != 0 || get_u32(hdr + 8) != SNAP_VERSION) return -EINVAL;
+	if (memcmp(hdr, SNAP_MAGIC, 8) != 0 || get_le32(hdr + 8) != SNAP_VERSION) return -EINVAL;
 	snap_hash_add(&hash, hdr, sizeof hdr);
-	uint64_t applied = get_u64(hdr + 12), count = get_u64(hdr + 20);
+	uint64_t applied = get_le64(hdr + 12), count = get_le64(hdr + 20);
 
 	kbuf = malloc(ENGINE_KEY_BYTES_MAX);
 	restore = e->ops->restore_begin(e->state);
@@ -408,7 +404,7 @@ int engine_snapshot_read(engine_t *e, engine_read_fn read_fn, void *ctx)
 	}
 	for (uint64_t i = 0; i < count; i++) {
 		if ((rc = read_fn(ctx, rh, 8)) < 0) break;
-		uint32_t kl = get_u32(rh), vl = get_u32(rh + 4);
+		uint32_t kl = get_le32(rh), vl = get_le32(rh + 4);
 		if (kl > ENGINE_KEY_BYTES_MAX || vl > ENGINE_VALUE_BYTES_MAX) {
 			rc = -EINVAL;
 			break;
@@ -441,8 +437,8 @@ int engine_snapshot_read(engine_t *e, engine_read_fn read_fn, void *ctx)
 	free(prev);
 	if (rc < 0) goto err;
 	if ((rc = read_fn(ctx, tr, sizeof tr)) < 0) goto err;
-	if (memcmp(tr, SNAP_END_MAGIC, 8) != 0 || get_u64(tr + 8) != count ||
-	    get_u64(tr + 16) != snap_hash_final(&hash)) {
+	if (memcmp(tr, SNAP_END_MAGIC, 8) != 0 || get_le64(tr + 8) != count ||
+	    get_le64(tr + 16) != snap_hash_final(&hash)) {
 		rc = -EINVAL;
 		goto err;
 	}

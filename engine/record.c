@@ -26,6 +26,7 @@
  *    76     -  value bytes     (exactly value_len)
  */
 #include "sm.h"
+#include "le.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -34,42 +35,6 @@
 
 #define RECORD_FORMAT_VERSION 1u
 #define RECORD_HEADER_BYTES 76u
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 static uint32_t kind_ifmt(sm_kind_t kind)
 {
@@ -93,18 +58,18 @@ size_t sm_record_encode(const sm_record_t *rec, uint8_t *buf, size_t cap)
 	if (!buf || cap < need) return need;
 	buf[0] = RECORD_FORMAT_VERSION;
 	buf[1] = (uint8_t)rec->kind;
-	put_u16(buf + 2, 0);
-	put_u32(buf + 4, rec->mode);
-	put_u32(buf + 8, rec->uid);
-	put_u32(buf + 12, rec->gid);
-	put_u64(buf + 16, rec->ino);
-	put_u64(buf + 24, rec->size);
-	put_u64(buf + 32, (uint64_t)rec->mtime_ns);
-	put_u64(buf + 40, (uint64_t)rec->ctime_ns);
-	put_u64(buf + 48, (uint64_t)rec->create_revision);
-	put_u64(buf + 56, (uint64_t)rec->mod_revision);
-	put_u64(buf + 64, (uint64_t)rec->version);
-	put_u32(buf + 72, (uint32_t)rec->value_len);
+	put_le16(buf + 2, 0);
+	put_le32(buf + 4, rec->mode);
+	put_le32(buf + 8, rec->uid);
+	put_le32(buf + 12, rec->gid);
+	put_le64(buf + 16, rec->ino);
+	put_le64(buf + 24, rec->size);
+	put_le64(buf + 32, (uint64_t)rec->mtime_ns);
+	put_le64(buf + 40, (uint64_t)rec->ctime_ns);
+	put_le64(buf + 48, (uint64_t)rec->create_revision);
+	put_le64(buf + 56, (uint64_t)rec->mod_revision);
+	put_le64(buf + 64, (uint64_t)rec->version);
+	put_le32(buf + 72, (uint32_t)rec->value_len);
 	if (rec->value_len) memcpy(buf + RECORD_HEADER_BYTES, rec->value, rec->value_len);
 	return need;
 }
@@ -114,23 +79,23 @@ int sm_record_decode(const void *vbuf, size_t len, sm_record_t *rec)
 	const uint8_t *buf = vbuf;
 	assert(rec);
 	if (!buf || len < RECORD_HEADER_BYTES) return -EINVAL;
-	if (buf[0] != RECORD_FORMAT_VERSION || get_u16(buf + 2) != 0) return -EINVAL;
+	if (buf[0] != RECORD_FORMAT_VERSION || get_le16(buf + 2) != 0) return -EINVAL;
 	sm_record_t r;
 	memset(&r, 0, sizeof r);
 	r.kind = (sm_kind_t)buf[1];
 	uint32_t ifmt = kind_ifmt(r.kind);
 	if (ifmt == 0) return -EINVAL;
-	r.mode = get_u32(buf + 4);
-	r.uid = get_u32(buf + 8);
-	r.gid = get_u32(buf + 12);
-	r.ino = get_u64(buf + 16);
-	r.size = get_u64(buf + 24);
-	r.mtime_ns = (int64_t)get_u64(buf + 32);
-	r.ctime_ns = (int64_t)get_u64(buf + 40);
-	r.create_revision = (int64_t)get_u64(buf + 48);
-	r.mod_revision = (int64_t)get_u64(buf + 56);
-	r.version = (int64_t)get_u64(buf + 64);
-	r.value_len = get_u32(buf + 72);
+	r.mode = get_le32(buf + 4);
+	r.uid = get_le32(buf + 8);
+	r.gid = get_le32(buf + 12);
+	r.ino = get_le64(buf + 16);
+	r.size = get_le64(buf + 24);
+	r.mtime_ns = (int64_t)get_le64(buf + 32);
+	r.ctime_ns = (int64_t)get_le64(buf + 40);
+	r.create_revision = (int64_t)get_le64(buf + 48);
+	r.mod_revision = (int64_t)get_le64(buf + 56);
+	r.version = (int64_t)get_le64(buf + 64);
+	r.value_len = get_le32(buf + 72);
 	if (r.value_len != len - RECORD_HEADER_BYTES) return -EINVAL;
 	if ((r.mode & S_IFMT) != ifmt || (r.mode & ~(uint32_t)(S_IFMT | 07777)) != 0) return -EINVAL;
 	if (r.kind == SM_KIND_DIR ? (r.size != 0 || r.value_len != 0) : r.size != r.value_len) return -EINVAL;

@@ -40,6 +40,7 @@
  * of its creation or its last seek, as engine.h promises. No explicit rocksdb snapshot.
  */
 #include "backend.h"
+#include "le.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -161,37 +162,12 @@ static int rocks_err(rdb_t *r, const char *what, char *err)
 	return -EIO;
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static void meta_encode(uint8_t out[META_BYTES], uint64_t applied, uint64_t count, uint64_t bytes)
 {
-	put_u32(out, META_VERSION);
-	put_u64(out + 4, applied);
-	put_u64(out + 12, count);
-	put_u64(out + 20, bytes);
+	put_le32(out, META_VERSION);
+	put_le64(out + 4, applied);
+	put_le64(out + 12, count);
+	put_le64(out + 20, bytes);
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -394,14 +370,14 @@ static int meta_load(rdb_t *r)
 	size_t len;
 	const uint8_t *v = (const uint8_t *)rocksdb_pinnableslice_value(p, &len);
 	int rc = 0;
-	if (len != META_BYTES || get_u32(v) != META_VERSION) {
+	if (len != META_BYTES || get_le32(v) != META_VERSION) {
 		set_err(r, "engine rocksdb: %s: bad meta record (%zu bytes, version %u)", r->db_path, len,
-		        len >= 4 ? get_u32(v) : 0);
+		        len >= 4 ? get_le32(v) : 0);
 		rc = -EIO;
 	} else {
-		r->applied_index = get_u64(v + 4);
-		r->key_count = get_u64(v + 12);
-		r->data_bytes = get_u64(v + 20);
+		r->applied_index = get_le64(v + 4);
+		r->key_count = get_le64(v + 12);
+		r->data_bytes = get_le64(v + 20);
 	}
 	rocksdb_pinnableslice_destroy(p);
 	return rc;

@@ -28,6 +28,7 @@
  * (roll, truncate, reset, compaction) or writes the hard state.
  */
 #include "log.h"
+#include "le.h"
 
 #include "crc32c.h"
 #include "snapfile.h"
@@ -159,34 +160,6 @@ struct raft_log {
 };
 
 /* ---- encoding ---------------------------------------------------------------------------- */
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 uint64_t raft_log_record_bytes(uint32_t data_bytes)
 {

@@ -6,6 +6,7 @@
  * the end, so every truncation of a valid message fails cleanly with -EINVAL.
  */
 #include "msg.h"
+#include "le.h"
 
 #include "crc32c.h"
 
@@ -35,34 +36,6 @@ const char *raft_msg_type_name(uint8_t type)
 }
 
 /* ------------------------------------------------------------------ little-endian helpers */
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 /* A read cursor that never moves past the end: take() returns NULL instead. */
 typedef struct cursor {
@@ -156,14 +129,14 @@ int raft_conf_encode(raft_conf_op_t op, uint64_t id, const raft_conf_t *c, void 
 	memset(p, 0, RAFT_CONF_HEADER_BYTES);
 	p[0] = 1;
 	p[1] = (uint8_t)op;
-	put_u32(p + 4, c->n_voters);
-	put_u64(p + 8, id);
-	put_u32(p + 16, c->n_learners);
+	put_le32(p + 4, c->n_voters);
+	put_le64(p + 8, id);
+	put_le32(p + 16, c->n_learners);
 	p += RAFT_CONF_HEADER_BYTES;
 	for (uint32_t i = 0; i < c->n_voters; i++, p += 8)
-		put_u64(p, c->voters[i]);
+		put_le64(p, c->voters[i]);
 	for (uint32_t i = 0; i < c->n_learners; i++, p += 8)
-		put_u64(p, c->learners[i]);
+		put_le64(p, c->learners[i]);
 	assert((size_t)(p - (uint8_t *)buf) == size);
 	return (int)size;
 }
@@ -172,18 +145,18 @@ int raft_conf_decode(const void *buf, size_t len, raft_conf_op_t *op, uint64_t *
 {
 	if (buf == NULL || len < RAFT_CONF_HEADER_BYTES) return -EINVAL;
 	const uint8_t *p = buf;
-	if (p[0] != 1 || p[2] != 0 || p[3] != 0 || get_u32(p + 20) != 0) return -EINVAL;
-	uint32_t nv = get_u32(p + 4), nl = get_u32(p + 16);
+	if (p[0] != 1 || p[2] != 0 || p[3] != 0 || get_le32(p + 20) != 0) return -EINVAL;
+	uint32_t nv = get_le32(p + 4), nl = get_le32(p + 16);
 	if (nv > RAFT_NODES_MAX || nl > RAFT_NODES_MAX || nv + nl > RAFT_NODES_MAX) return -EINVAL;
 	if (len != RAFT_CONF_HEADER_BYTES + 8u * (nv + nl)) return -EINVAL;
 	raft_conf_t out = {.n_voters = nv, .n_learners = nl};
 	const uint8_t *ids = p + RAFT_CONF_HEADER_BYTES;
 	for (uint32_t i = 0; i < nv; i++)
-		out.voters[i] = get_u64(ids + 8u * i);
+		out.voters[i] = get_le64(ids + 8u * i);
 	for (uint32_t i = 0; i < nl; i++)
-		out.learners[i] = get_u64(ids + 8u * (nv + i));
+		out.learners[i] = get_le64(ids + 8u * (nv + i));
 	raft_conf_op_t o = (raft_conf_op_t)p[1];
-	uint64_t who = get_u64(p + 8);
+	uint64_t who = get_le64(p + 8);
 	if (conf_change_check(o, who, &out) != 0) return -EINVAL;
 	if (op != NULL) *op = o;
 	if (id != NULL) *id = who;
@@ -261,38 +234,38 @@ int raft_msg_encode(const raft_msg_t *m, void *buf, size_t cap)
 	p[0] = RAFT_WIRE_VERSION;
 	p[1] = m->type;
 	p[2] = m->flags;
-	put_u32(p + 4, m->n_entries);
+	put_le32(p + 4, m->n_entries);
 	const uint64_t fields[] = {m->from,   m->to,   m->term, m->log_term, m->index,
 	                           m->commit, m->hint, m->ctx,  m->offset};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-		put_u64(p + 8 + 8 * i, fields[i]);
+		put_le64(p + 8 + 8 * i, fields[i]);
 	p += RAFT_MSG_HEADER_BYTES;
 	for (uint32_t k = 0; k < m->n_entries; k++) {
 		const raft_entry_t *e = &m->entries[k];
 		memset(p, 0, RAFT_MSG_ENTRY_HEADER_BYTES);
-		put_u64(p, e->index);
-		put_u64(p + 8, e->term);
+		put_le64(p, e->index);
+		put_le64(p + 8, e->term);
 		p[16] = e->type;
-		put_u32(p + 20, e->len);
-		put_u32(p + 24, crc32c(0, e->data, e->len));
+		put_le32(p + 20, e->len);
+		put_le32(p + 24, crc32c(0, e->data, e->len));
 		p += RAFT_MSG_ENTRY_HEADER_BYTES;
 		if (e->len > 0) memcpy(p, e->data, e->len);
 		p += e->len;
 	}
 	if (m->type == RAFT_MSG_SNAP) {
 		const raft_snapshot_meta_t *s = &m->snap;
-		put_u64(p, s->index);
-		put_u64(p + 8, s->term);
-		put_u64(p + 16, s->size_bytes);
-		put_u32(p + 24, s->conf.n_voters);
-		put_u32(p + 28, s->conf.n_learners);
+		put_le64(p, s->index);
+		put_le64(p + 8, s->term);
+		put_le64(p + 16, s->size_bytes);
+		put_le32(p + 24, s->conf.n_voters);
+		put_le32(p + 28, s->conf.n_learners);
 		p += SNAP_FIXED_BYTES;
 		for (uint32_t i = 0; i < s->conf.n_voters; i++, p += 8)
-			put_u64(p, s->conf.voters[i]);
+			put_le64(p, s->conf.voters[i]);
 		for (uint32_t i = 0; i < s->conf.n_learners; i++, p += 8)
-			put_u64(p, s->conf.learners[i]);
-		put_u32(p, m->chunk_len);
-		put_u32(p + 4, crc32c(0, m->chunk, m->chunk_len));
+			put_le64(p, s->conf.learners[i]);
+		put_le32(p, m->chunk_len);
+		put_le32(p + 4, crc32c(0, m->chunk, m->chunk_len));
 		p += CHUNK_HEADER_BYTES;
 		if (m->chunk_len > 0) memcpy(p, m->chunk, m->chunk_len);
 		p += m->chunk_len;
@@ -307,16 +280,16 @@ static int decode_entry(cursor_t *c, raft_entry_t *e)
 {
 	const uint8_t *h = take(c, RAFT_MSG_ENTRY_HEADER_BYTES);
 	if (h == NULL) return -EINVAL;
-	if (h[17] != 0 || h[18] != 0 || h[19] != 0 || get_u32(h + 28) != 0) return -EINVAL;
-	e->index = get_u64(h);
-	e->term = get_u64(h + 8);
+	if (h[17] != 0 || h[18] != 0 || h[19] != 0 || get_le32(h + 28) != 0) return -EINVAL;
+	e->index = get_le64(h);
+	e->term = get_le64(h + 8);
 	e->type = h[16];
-	e->len = get_u32(h + 20);
+	e->len = get_le32(h + 20);
 	if (e->len > RAFT_ENTRY_BYTES_MAX) return -EINVAL;
 	const uint8_t *data = take(c, e->len);
 	if (data == NULL) return -EINVAL;
 	e->data = e->len > 0 ? data : NULL;
-	if (crc32c(0, data, e->len) != get_u32(h + 24)) return -EINVAL;
+	if (crc32c(0, data, e->len) != get_le32(h + 24)) return -EINVAL;
 	return 0;
 }
 
@@ -325,27 +298,27 @@ static int decode_snap(cursor_t *c, raft_msg_t *m)
 	const uint8_t *h = take(c, SNAP_FIXED_BYTES);
 	if (h == NULL) return -EINVAL;
 	raft_snapshot_meta_t *s = &m->snap;
-	s->index = get_u64(h);
-	s->term = get_u64(h + 8);
-	s->size_bytes = get_u64(h + 16);
-	uint32_t nv = get_u32(h + 24), nl = get_u32(h + 28);
+	s->index = get_le64(h);
+	s->term = get_le64(h + 8);
+	s->size_bytes = get_le64(h + 16);
+	uint32_t nv = get_le32(h + 24), nl = get_le32(h + 28);
 	if (nv > RAFT_NODES_MAX || nl > RAFT_NODES_MAX || nv + nl > RAFT_NODES_MAX) return -EINVAL;
 	const uint8_t *ids = take(c, 8u * (nv + nl));
 	if (ids == NULL) return -EINVAL;
 	s->conf.n_voters = nv;
 	s->conf.n_learners = nl;
 	for (uint32_t i = 0; i < nv; i++)
-		s->conf.voters[i] = get_u64(ids + 8u * i);
+		s->conf.voters[i] = get_le64(ids + 8u * i);
 	for (uint32_t i = 0; i < nl; i++)
-		s->conf.learners[i] = get_u64(ids + 8u * (nv + i));
+		s->conf.learners[i] = get_le64(ids + 8u * (nv + i));
 	const uint8_t *ch = take(c, CHUNK_HEADER_BYTES);
 	if (ch == NULL) return -EINVAL;
-	m->chunk_len = get_u32(ch);
+	m->chunk_len = get_le32(ch);
 	if (m->chunk_len > RAFT_SNAP_CHUNK_BYTES_MAX) return -EINVAL;
 	const uint8_t *chunk = take(c, m->chunk_len);
 	if (chunk == NULL) return -EINVAL;
 	m->chunk = m->chunk_len > 0 ? chunk : NULL;
-	if (crc32c(0, chunk, m->chunk_len) != get_u32(ch + 4)) return -EINVAL;
+	if (crc32c(0, chunk, m->chunk_len) != get_le32(ch + 4)) return -EINVAL;
 	return 0;
 }
 
@@ -359,11 +332,11 @@ int raft_msg_decode(const void *buf, size_t len, raft_msg_t *m, raft_entry_t *en
 	if (h == NULL || h[0] != RAFT_WIRE_VERSION || h[3] != 0) return -EINVAL;
 	m->type = h[1];
 	m->flags = h[2];
-	m->n_entries = get_u32(h + 4);
+	m->n_entries = get_le32(h + 4);
 	uint64_t *fields[] = {&m->from,   &m->to,   &m->term, &m->log_term, &m->index,
 	                      &m->commit, &m->hint, &m->ctx,  &m->offset};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-		*fields[i] = get_u64(h + 8 + 8 * i);
+		*fields[i] = get_le64(h + 8 + 8 * i);
 	if (m->type < RAFT_MSG_APP || m->type > RAFT_MSG_TYPE_MAX || m->n_entries > RAFT_MSG_ENTRIES_MAX)
 		return -EINVAL;
 	/* Each entry costs at least its header: refuse counts the input cannot hold before asking for room.

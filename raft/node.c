@@ -55,6 +55,7 @@
  * broadcast, so restart nodes with a --peers list that includes them.
  */
 #include "node.h"
+#include "le.h"
 
 #include "core.h"
 #include "crc32c.h"
@@ -113,15 +114,10 @@ static int buf_append(buf_t *b, const void *data, size_t len)
 	return 0;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
-
 static int blob_append(buf_t *b, const void *blob, size_t len)
 {
 	uint8_t hdr[BLOB_LEN_BYTES];
-	put_u32(hdr, (uint32_t)len);
+	put_le32(hdr, (uint32_t)len);
 	int rc = buf_reserve(b, BLOB_LEN_BYTES + len);
 	if (rc < 0) return rc;
 	buf_append(b, hdr, sizeof hdr);
@@ -139,7 +135,7 @@ int raft_entry_iter_next(raft_entry_iter_t *it, const uint8_t **blob, size_t *le
 {
 	if (it->p == it->end) return 0;
 	if ((size_t)(it->end - it->p) < BLOB_LEN_BYTES) return -EINVAL;
-	uint32_t n = get_u32(it->p);
+	uint32_t n = get_le32(it->p);
 	if (n > (size_t)(it->end - it->p) - BLOB_LEN_BYTES) return -EINVAL;
 	*blob = it->p + BLOB_LEN_BYTES;
 	*len = n;
@@ -512,8 +508,8 @@ static void send_nack(raft_node_t *n, uint64_t to, uint64_t batch_id, int err)
 {
 	uint8_t f[13];
 	f[0] = KIND_NACK;
-	put_u64(f + 1, batch_id);
-	put_u32(f + 9, (uint32_t)err);
+	put_le64(f + 1, batch_id);
+	put_le32(f + 9, (uint32_t)err);
 	send_frame(n, to, f, sizeof f);
 }
 
@@ -528,9 +524,9 @@ static void flush_entry(raft_node_t *n)
 		if (idx > 0) {
 			uint8_t f[25];
 			f[0] = KIND_ACK;
-			put_u64(f + 1, n->fwd[i].batch_id);
-			put_u64(f + 9, (uint64_t)idx);
-			put_u64(f + 17, st.term);
+			put_le64(f + 1, n->fwd[i].batch_id);
+			put_le64(f + 9, (uint64_t)idx);
+			put_le64(f + 17, st.term);
 			send_frame(n, n->fwd[i].from, f, sizeof f);
 		} else {
 			struct origin_expect *e = expect_for(n, n->fwd[i].from);
@@ -575,7 +571,7 @@ static void leader_take_own(raft_node_t *n, batch_t *b)
 static void on_forward(raft_node_t *n, uint64_t from, const uint8_t *p, size_t len)
 {
 	if (len < 8) return;
-	uint64_t batch_id = get_u64(p);
+	uint64_t batch_id = get_le64(p);
 	const uint8_t *blobs = p + 8;
 	size_t blen = len - 8;
 	if (blobs_check(blobs, blen) <= 0) {
@@ -611,7 +607,7 @@ static void forward_batch(raft_node_t *n, batch_t *b)
 	uint8_t *f = frame_alloc(n, len);
 	if (!f) return;
 	f[0] = KIND_FORWARD;
-	put_u64(f + 1, b->id);
+	put_le64(f + 1, b->id);
 	memcpy(f + 9, b->blobs.p, b->blobs.len);
 	send_frame(n, n->leader, f, len);
 	b->state = B_SENT;
@@ -645,12 +641,12 @@ static batch_t *batch_by_id(raft_node_t *n, uint64_t id)
 static void on_ack(raft_node_t *n, const uint8_t *p, size_t len, bool ok)
 {
 	if (len < (ok ? 24u : 12u)) return;
-	batch_t *b = batch_by_id(n, get_u64(p));
+	batch_t *b = batch_by_id(n, get_le64(p));
 	if (!b || b->state != B_SENT) return;
 	if (ok) {
 		b->state = B_ACKED;
-		b->index = get_u64(p + 8);
-		b->term = get_u64(p + 16);
+		b->index = get_le64(p + 8);
+		b->term = get_le64(p + 16);
 	} else {
 		n->resend_all = true; /* resend from the oldest unresolved, in order */
 	}
@@ -1128,7 +1124,7 @@ int raft_node_add_member(raft_node_t *n, const raft_peer_addr_t *peer)
 	size_t alen = strlen(addr);
 	uint8_t f[1 + 8 + 96];
 	f[0] = KIND_PEER;
-	put_u64(f + 1, peer->id);
+	put_le64(f + 1, peer->id);
 	memcpy(f + 9, addr, alen);
 	for (uint32_t i = 0; i < n->cfg.n_peers; i++) send_frame(n, n->cfg.peers[i].id, f, 9 + alen);
 	if (!peer_addr(n, peer->id) && n->cfg.n_peers < RAFT_NODE_PEERS_MAX) n->cfg.peers[n->cfg.n_peers++] = *peer;
@@ -1166,7 +1162,7 @@ int raft_node_transfer_leadership(raft_node_t *n, uint32_t to_id)
 static void on_peer_frame(raft_node_t *n, uint64_t from, const uint8_t *p, size_t len)
 {
 	if (len < 8 + 1) return;
-	uint64_t id = get_u64(p);
+	uint64_t id = get_le64(p);
 	char addr[96];
 	size_t alen = len - 8 < sizeof addr - 1 ? len - 8 : sizeof addr - 1;
 	memcpy(addr, p + 8, alen);
