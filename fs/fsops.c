@@ -700,7 +700,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_attr(req, &st, MS_TIMEOUT_S);
 		return;
 	}
-	if (from_replay(d, req)) { /* a replayed chmod/chown/utimens: the record has it already */
+	if (from_replay(d, req)) { /* a replayed chmod/chown/utimens/ftruncate: the record has it already */
 		int rc = replay_ghost_attr(d, ino, &st) ? 0 : stat_ino(d, ino, &st);
 		if (rc) return reply_err(d, req, MS_OP_SETATTR, t0, rc);
 		ms_record_op(d, MS_OP_SETATTR, t0, 0);

@@ -422,9 +422,13 @@ static int push_modify(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bool
 	if (!ev->has_new) return 0;
 	const sm_record_t *r = &ev->new_rec;
 	uint32_t mask = attrib ? attr_diff(ev) : 0;
-	bl_entry_t *p = merge_target(b, ev, r);
+	/* Only attributes merge, into a pending change of content or attributes: their calls come
+	 * after its content, as they did (a repeated kind of attribute makes one ATTRIB instead of
+	 * several, which inotify folds anyway when unread). Content never merges: each change of
+	 * it showed MODIFY and CLOSE_WRITE where it was made, and would come out before the
+	 * attributes of the entry it joined. */
+	bl_entry_t *p = attrib ? merge_target(b, ev, r) : NULL;
 	if (p) {
-		if (!attrib) p->op = BL_PUT; /* content now; a pending attribute call stays */
 		p->attr_mask |= mask;
 		merge_rec(p, ev, r);
 		b->st.merged++;
@@ -446,20 +450,8 @@ static int push_delete(backlog_t *b, const sm_event_t *ev, uint64_t now_ns)
 		entry_cancel(b, p);
 		return 0;
 	}
-	if (p) { /* pending content or attributes: replay the delete in their place */
-		idx_remove(b, p);
-		p->op = BL_UNLINK;
-		p->attr_mask = 0;
-		merge_rec(p, ev, r);
-		assert(!p->marks[0]);
-		int rc = mark_add(b, p, 0, true, false, false, r, now_ns);
-		if (rc) { /* cannot mark it: better no replay than a failing one */
-			entry_cancel(b, p);
-			return drop(b, rc);
-		}
-		b->st.merged++;
-		return 1;
-	}
+	/* pending content or attributes of a file the kernel knows: they replay, then the delete
+	 * (their events showed where the changes were made) */
 	int err = 0;
 	bl_entry_t *e = entry_new(b, r->kind == SM_KIND_DIR ? BL_RMDIR : BL_UNLINK, ev, NULL, 0, &err);
 	if (!e) return drop(b, err);

@@ -15,18 +15,23 @@
  * When one key carries several marks the earliest (lowest seq) answers: it describes the state
  * the kernel is in until that change is replayed.
  *
- * Coalescing (latest wins; only between changes to one file record with the same ino, with no
- * rename or exchange queued in between, and never with a change the replay thread has taken):
- * content + content -> content; content + attributes -> content then one attribute call; a
- * create + delete of a file the kernel never saw -> nothing; content/attributes + delete ->
- * delete. A change made through this mount (local) cancels the pending replay of its key: the
- * kernel already emitted its events, and a late replay would emit older ones after them.
+ * Coalescing keeps the events a watcher would have seen where the changes were made (only
+ * between changes to one file record with the same ino, with no rename or exchange queued in
+ * between, and never with a change the replay thread has taken): attributes merge into the
+ * pending change before them (content or attributes: its content first, then one call per kind
+ * of attribute, as they came; a kind repeated makes one ATTRIB where inotify would have folded
+ * the unread duplicates); content never merges (each change showed MODIFY and CLOSE_WRITE); a
+ * delete follows pending changes (their events first). The one exception: a create + delete of
+ * a file the kernel never saw -> nothing (the name never reaches this kernel). A change made
+ * through this mount (local) cancels the pending replay of its key: the kernel already
+ * emitted its events, and a late replay would emit older ones after them.
  *
  * Bounds: entries_max changes and key_bytes_max bytes of keys and symlink targets. A change
  * that does not fit is dropped and counted (no marks: the name is visible at once and the
  * kernel learns of it through invalidation; its events are lost). Values are never copied: a
- * replayed write goes through a direct_io handle, and writing one byte at size-1 after
- * O_TRUNC gives the kernel the file's size and the MODIFY event; the handler ignores the data.
+ * replayed change of content is an ftruncate to the new size (a create: one byte written at
+ * size-1 through a direct_io handle whose data the handler ignores), which gives the kernel
+ * the file's size and the MODIFY event.
  *
  * Pure data structure: no locks, no threads, no syscalls, no clock (callers pass now_ns).
  * watch.c serializes every call under its mutex.
@@ -43,7 +48,7 @@
 #define BACKLOG_ENTRIES_MAX (1u << 20)
 
 typedef enum bl_op {
-	BL_PUT = 1, /* file content: open(O_TRUNC [| O_CREAT]), one byte at size-1, close */
+	BL_PUT = 1, /* file content: open, ftruncate (a create: O_CREAT, one byte at size-1), close */
 	BL_ATTR,    /* one attribute call (see attr_mask) */
 	BL_UNLINK,
 	BL_MKDIR,

@@ -218,13 +218,18 @@ static int replay_put(watch_t *w, bl_entry_t *e, const char *path)
 	open_ctx_t oc = {.path = path, .mode = (mode_t)(e->rec.mode & 07777), .fd = -1};
 	int rc = e->create ? create_exclusive(w, e, 0, open_excl, &oc) : -EEXIST;
 	if (e->create) unmark(w, e);
+	bool created = rc == 0;
 	if (rc == -EEXIST) { /* a changed file, or a create that lost its event: a plain open */
-		oc.fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+		oc.fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 		rc = oc.fd < 0 ? -errno : 0;
 	}
 	if (rc) return rc;
 	int fd = oc.fd;
-	if (e->rec.size > 0) {
+	if (!created) {
+		/* MODIFY, and the kernel's size goes straight to the new one: no O_TRUNC, whose
+		 * size 0 a reader on this mount would see until a write grew it back */
+		if (ftruncate(fd, (off_t)e->rec.size) != 0) rc = -errno;
+	} else if (e->rec.size > 0) { /* a new file: nobody reads it yet; empty, no MODIFY */
 		ssize_t n = pwrite(fd, "", 1, (off_t)(e->rec.size - 1));
 		if (n != 1) rc = n < 0 ? -errno : -EIO;
 	}

@@ -5,16 +5,19 @@
  * So every applied change this mount did not make (another node's, or a transaction's) is
  * replayed through the mount by dedicated replay threads, making the same syscalls a local
  * user would have made:
- *   new file       open(O_WRONLY|O_CREAT|O_EXCL), one byte written at size-1, close
- *   changed file   open(O_WRONLY|O_TRUNC), one byte at size-1, close
+ *   new file       open(O_WRONLY|O_CREAT|O_EXCL), one byte written at size-1 (if not empty), close
+ *   changed file   open(O_WRONLY), ftruncate to the new size, close (MODIFY, CLOSE_WRITE: what
+ *                  echo >, echo >>, truncate(1) show; not O_TRUNC, whose passing size 0 a
+ *                  reader on this mount could see)
  *   attributes     chmod, lchown, utimensat (atime = mtime): what changed, one ATTRIB each
  *   delete         unlink / rmdir;  mkdir;  symlink
  *   rename         rename (the kernel pairs MOVED_FROM / MOVED_TO with one cookie);
  *                  exchange: renameat2(RENAME_EXCHANGE)
  * The daemon's handlers recognize the replay threads by the pid of a request
- * (watch_is_replay(): their TIDs) and apply nothing: they answer from local state, and give
- * the replay's opens a direct_io, noflush handle whose writes are ignored (so the byte written
- * only sets the kernel's idea of the size and makes the MODIFY event).
+ * (watch_is_replay(): their TIDs) and apply nothing: they answer from local state (a replayed
+ * ftruncate gets the record's attributes), and give the replay's opens a direct_io, noflush
+ * handle whose writes are ignored (so the byte written only sets the kernel's idea of the size
+ * and makes the MODIFY event).
  *
  * WATCH_THREADS threads replay at once (one FUSE round trip costs two context switches; with
  * several in flight the loop answers them in one wakeup): changes to different files overlap,

@@ -269,30 +269,50 @@ START_TEST(t_merges_content_and_attributes)
 	sm_record_t f1 = R(SM_KIND_FILE, 7, 5), f2 = R(SM_KIND_FILE, 7, 9), f3 = f2, got;
 	f3.mode = S_IFREG | 0600;
 	ck_assert_int_eq(push(b, E(SM_EV_CREATE, "f", NULL, &f1)), 1);
-	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "f", &f1, &f2)), 1);
-	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "f", &f2, &f3)), 1);
-	ck_assert_uint_eq(backlog_len(b), 1);
-	ck_assert_uint_eq(stats(b).merged, 2);
+	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "f", &f1, &f2)), 1); /* content: its own replay */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "f", &f2, &f3)), 1); /* attributes: after it */
+	ck_assert_uint_eq(backlog_len(b), 2);
+	ck_assert_uint_eq(stats(b).merged, 1);
 	bl_entry_t *e = backlog_take(b);
-	ck_assert(backlog_reveal(b, "f", 1, &got)); /* the create reports the latest record */
-	ck_assert_uint_eq(got.size, 9);
-	ck_assert_uint_eq(got.mode, S_IFREG | 0600);
+	ck_assert(backlog_reveal(b, "f", 1, &got)); /* the create reports the record it made */
+	ck_assert_uint_eq(got.size, 5);
 	ck_assert_int_eq(e->op, BL_PUT);
 	ck_assert(e->create);
+	ck_assert_uint_eq(e->rec.size, 5);
+	ck_assert_uint_eq(e->attr_mask, 0);
+	backlog_done(b, e);
+	e = backlog_take(b);
+	ck_assert_int_eq(e->op, BL_PUT);
+	ck_assert(!e->create);
 	ck_assert_uint_eq(e->rec.size, 9);
+	ck_assert_uint_eq(e->rec.mode, S_IFREG | 0600);
 	ck_assert_uint_eq(e->attr_mask, BL_ATTR_MODE);
 	ck_assert_int_eq(e->revision, rev_counter);
 	backlog_done(b, e);
 
-	/* attributes, then content: content with the attribute call after it */
-	sm_record_t g1 = R(SM_KIND_FILE, 8, 1), g2 = g1, g3 = R(SM_KIND_FILE, 8, 4);
+	/* attributes, then content: two replays in that order (merged, the content would come
+	 * first and MODIFY would precede ATTRIB) */
+	sm_record_t g1 = R(SM_KIND_FILE, 8, 1), g2 = g1, g3 = R(SM_KIND_FILE, 8, 4), g4 = g3;
 	g2.uid = 1000;
+	g4.mode = S_IFREG | 0600;
 	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "g", &g1, &g2)), 1);
 	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "g", &g2, &g3)), 1);
+	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "g", &g3, &g3)), 1); /* content + content: two */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "g", &g3, &g4)), 1); /* joins the last content */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "g", &g4, &g4)), 1); /* and so do more */
+	ck_assert_uint_eq(backlog_len(b), 3);
+	e = backlog_take(b);
+	ck_assert_int_eq(e->op, BL_ATTR);
+	ck_assert_uint_eq(e->attr_mask, BL_ATTR_OWNER);
+	backlog_done(b, e);
 	e = backlog_take(b);
 	ck_assert_int_eq(e->op, BL_PUT);
 	ck_assert(!e->create);
-	ck_assert_uint_eq(e->attr_mask, BL_ATTR_OWNER);
+	ck_assert_uint_eq(e->attr_mask, 0);
+	backlog_done(b, e);
+	e = backlog_take(b);
+	ck_assert_int_eq(e->op, BL_PUT);
+	ck_assert_uint_eq(e->attr_mask, BL_ATTR_MODE | BL_ATTR_TIMES);
 	ck_assert_ptr_null(backlog_take(b));
 	backlog_done(b, e);
 
@@ -311,19 +331,19 @@ START_TEST(t_no_merge_across_inos_taken_or_renames)
 	backlog_t *b = new_backlog(16);
 	sm_record_t a1 = R(SM_KIND_FILE, 7, 1), a2 = R(SM_KIND_FILE, 9, 2), d = R(SM_KIND_DIR, 3, 0);
 	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "a", &a1, &a1)), 1);
-	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "a", &a2, &a2)), 1); /* another incarnation */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "a", &a2, &a2)), 1); /* another incarnation */
 	ck_assert_uint_eq(backlog_len(b), 2);
 	ck_assert_int_eq(push(b, E2(SM_EV_RENAME, "x", "y", &d, &d, NULL)), 1);
 	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "a", &a2, &a2)), 1); /* after a rename: no merge */
 	ck_assert_uint_eq(backlog_len(b), 4);
-	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "a", &a2, &a2)), 1); /* merges into the newest */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "a", &a2, &a2)), 1); /* merges into the newest */
 	ck_assert_uint_eq(backlog_len(b), 4);
 	bl_entry_t *e[4];
 	for (int i = 0; i < 4; i++)
 		e[i] = backlog_take(b);
 	ck_assert_int_eq(e[2]->op, BL_RENAME);
 	ck_assert_uint_eq(e[0]->seq + 1, e[1]->seq);
-	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "a", &a2, &a2)), 1); /* the taken one is closed */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "a", &a2, &a2)), 1); /* the taken one is closed */
 	ck_assert_uint_eq(backlog_len(b), 1);
 	for (int i = 0; i < 4; i++)
 		backlog_done(b, e[i]);
@@ -359,12 +379,17 @@ START_TEST(t_create_then_delete_cancels)
 	backlog_t *b = new_backlog(16);
 	sm_record_t f = R(SM_KIND_FILE, 7, 5);
 	ck_assert_int_eq(push(b, E(SM_EV_CREATE, "f", NULL, &f)), 1);
-	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "f", &f, &f)), 1);
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "f", &f, &f)), 1);
 	ck_assert_int_eq(push(b, E(SM_EV_DELETE, "f", &f, NULL)), 0);
 	ck_assert_uint_eq(backlog_len(b), 0);
 	ck_assert_uint_eq(backlog_marks(b), 0);
 	ck_assert_uint_eq(stats(b).cancelled, 1);
 	ck_assert_int_eq(look(b, false, "f", NULL), BL_PASS);
+	/* with content changed since the create, all of it replays: the kernel learns the name */
+	ck_assert_int_eq(push(b, E(SM_EV_CREATE, "f", NULL, &f)), 1);
+	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "f", &f, &f)), 1);
+	ck_assert_int_eq(push(b, E(SM_EV_DELETE, "f", &f, NULL)), 1);
+	ck_assert_uint_eq(backlog_len(b), 3);
 	backlog_free(b);
 }
 END_TEST
@@ -375,7 +400,9 @@ START_TEST(t_change_then_delete_becomes_ghost)
 	sm_record_t f = R(SM_KIND_FILE, 7, 5), got;
 	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "d/f", &f, &f)), 1);
 	ck_assert_int_eq(push(b, E(SM_EV_DELETE, "d/f", &f, NULL)), 1);
-	ck_assert_uint_eq(backlog_len(b), 1);
+	ck_assert_uint_eq(backlog_len(b), 2); /* the content, then the delete */
+	bl_entry_t *m = backlog_take(b);
+	ck_assert_int_eq(m->op, BL_PUT);
 	ck_assert_int_eq(look(b, false, "d/f", NULL), BL_PASS);
 	ck_assert_int_eq(look(b, true, "d/f", &got), BL_PRESENT);
 	ck_assert_uint_eq(got.ino, 7);
@@ -388,6 +415,7 @@ START_TEST(t_change_then_delete_becomes_ghost)
 	bl_entry_t *e = backlog_take(b);
 	ck_assert_int_eq(e->op, BL_UNLINK);
 	ck_assert_uint_eq(e->attr_mask, 0);
+	backlog_done(b, m);
 	backlog_done(b, e);
 	ck_assert(!backlog_ghost_ino(b, 7, &k, &kl, &got));
 	/* a plain delete of something the kernel knows */
@@ -511,7 +539,7 @@ START_TEST(t_bounds_drop)
 	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "b", &f, &f)), 1);
 	ck_assert_int_eq(push(b, E(SM_EV_CREATE, "c", NULL, &g)), -ENOSPC);
 	ck_assert_int_eq(look(b, false, "c", NULL), BL_PASS);       /* dropped: nothing hidden */
-	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "a", &f, &f)), 1); /* merges still fit */
+	ck_assert_int_eq(push(b, E(SM_EV_ATTRIB, "a", &f, &f)), 1); /* merges still fit */
 	bl_stats_t st = stats(b);
 	ck_assert_uint_eq(st.dropped, 1);
 	ck_assert_uint_eq(st.len_max, 2);
@@ -549,13 +577,13 @@ START_TEST(t_out_of_memory_drops)
 	ck_assert_uint_eq(backlog_len(b), 0);
 	ck_assert_uint_eq(backlog_marks(b), 0);
 	ck_assert_uint_eq(stats(b).dropped, 2);
-	/* the mark of a merged delete cannot be made: the pending change goes too */
+	/* a delete after a pending change cannot be allocated: the change still replays */
 	ck_assert_int_eq(push(b, E(SM_EV_MODIFY, "g", &g, &g)), 1);
 	fail_after = 0;
 	rc = push(b, E(SM_EV_DELETE, "g", &g, NULL));
 	fail_after = -1;
 	ck_assert_int_eq(rc, -ENOMEM);
-	ck_assert_uint_eq(backlog_len(b), 0);
+	ck_assert_uint_eq(backlog_len(b), 1);
 	backlog_free(b);
 }
 END_TEST
@@ -989,21 +1017,21 @@ START_TEST(t_questions_while_pending)
 	ck_assert_int_eq(watch_ghost(w, 77, key, 3, &got), -ENAMETOOLONG);
 	ck_assert_int_eq(watch_ghost(w, 78, key, sizeof key, NULL), -ENOENT);
 	watch_stats_t st = wstats(w);
-	ck_assert_uint_eq(st.merged, 1);
-	for (int i = 0; i < 5000 && wstats(w).backlog > 1; i++)
+	ck_assert_uint_eq(st.merged, 0); /* content, then the delete: two replays */
+	for (int i = 0; i < 5000 && wstats(w).backlog > 2; i++)
 		usleep(1000); /* d/x taken, settling */
-	ck_assert_uint_eq(wstats(w).backlog, 1);
+	ck_assert_uint_eq(wstats(w).backlog, 2);
 	atomic_store(&forgot, 0);
 	watch_looked_up(w, "d/x", 3, 42);            /* a lookup answered it while its replay waits */
 	ck_assert(!watch_reveal(w, "d/y", 3, &got)); /* pending, not in flight */
 	ck_assert_int_eq(wlook(w, true, "d/y", NULL), WATCH_PRESENT);
 	ck_assert(!watch_reveal(w, "d/q", 3, &got)); /* nothing at all on that name */
-	wait_replayed(w, 3);
+	wait_replayed(w, 4);
 	ck_assert_int_eq(atomic_load(&forgot), 1); /* the replay made the kernel forget d/x first */
 	ck_assert_uint_eq(atomic_load(&forgot_parent), 42);
 	ck_assert_int_eq(wlook(w, false, "d/x", NULL), WATCH_PASS);
 	ck_assert_int_eq(watch_ghost(w, 77, key, sizeof key, NULL), -ENOENT);
-	ck_assert_uint_eq(wstats(w).failed, 1); /* d/y never existed in this directory */
+	ck_assert_uint_eq(wstats(w).failed, 2); /* d/y never existed in this directory */
 	watch_stop(w);
 	fx_cleanup(&fx);
 }

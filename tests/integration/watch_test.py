@@ -7,8 +7,9 @@
 node 1 (through its mount, or through /.metastore/txn). The kernel emits events only for changes
 made through a mount, so on nodes 2 and 3 they come from the daemon's replay (watch/): these
 tests check that what inotifywait prints there is what it prints on node 1 for the same local
-change, once, in order, for every kind of change; that a recursive watch follows a new remote
-directory; that 100 watchers each get every one of 1,000 events; that nothing deadlocks while
+change, once, in order, for every kind of change and for each shell tool's (touch, truncate, >,
+>>, chmod, chown, mv, rm, mkdir, rmdir, ln -s; KNOWN_GAPS lists the three that cannot match yet);
+that a recursive watch follows a new remote directory; that 100 watchers each get every one of 1,000 events; that nothing deadlocks while
 the watching node's own clients list, read, remove and rename in the directories being written;
 and that `-o inotify=off` turns it all off. Prints PASS/FAIL per scenario, then `N passed, N failed`.
 """
@@ -552,7 +553,111 @@ def s_inotify_off(_):
         cl.cleanup()
 
 
-SCENARIOS = [("change-types", s_change_types), ("recursive-new-directory", s_recursive_new_directory),
+# (name, shell command run in node 1's directory w/, files it needs beforehand)
+SHELL_CASES = [
+    ("touch-new", "touch tn", ()),
+    ("touch-existing", "touch te", ("te",)),
+    ("truncate-0", "truncate -s 0 t0", ("t0",)),
+    ("truncate-10", "truncate -s 10 t10", ("t10",)),
+    ("redirect-empty", ": > re", ("re",)),
+    ("redirect-new", "echo v > rn", ()),
+    ("append", "echo v >> ap", ("ap",)),
+    ("chmod", "chmod 600 cm", ("cm",)),
+    ("chown", "chown 1000:1000 co", ("co",)),
+    ("mv", "mv mv1 mv2", ("mv1",)),
+    ("rm", "rm rm1", ("rm1",)),
+    ("mkdir", "mkdir md", ()),
+    ("rmdir", "rmdir rd", ()),
+    ("ln-s", "ln -s tn sl", ()),
+    ("redirect-new-empty", ": > ne", ()),
+    ("truncate-path", "python3 -c 'import os; os.truncate(\"tp\", 3)'", ("tp",)),
+    ("utime-path", "python3 -c 'import os; os.utime(\"up\")'", ("up",)),
+    ("chmod-then-append", "chmod 600 ca && echo v >> ca", ("ca",)),
+    ("append-twice", "echo a >> a2 && echo b >> a2", ("a2",)),
+    ("write-then-rm", "echo a > wr && rm wr", ()),
+    # back to back: the replay may find several of them pending at once (no coalescing may
+    # drop or reorder a MODIFY or an ATTRIB)
+    ("burst", "python3 -c 'import os\nfor i in range(30):\n os.chmod(\"bu\", 0o600 if i % 2 else 0o640)\n"
+              " open(\"bu\", \"a\").write(\"x\")'", ("bu",)),
+]
+
+# Changes the state machine's events cannot tell from another change that prints differently: the
+# replay makes the commoner one. name -> (what node 1 printed that nodes 2 and 3 do not, what
+# they print at the end that node 1 did not, why).
+# The test checks that exactly this is missing (and fails once it no longer is: then drop it).
+KNOWN_GAPS = {
+    # touch's open(O_CREAT) is provisional until close; the futimens while it is open leaves only
+    # a create whose record looks like `: > tn`'s. Needs the proposer to say so (a SETATTR in
+    # the create's txn, or a txn flag).
+    "w/tn": (["ATTRIB"], [], "touch new: futimens on a provisional file leaves no trace"),
+    # touch's open(O_WRONLY) of an existing file proposes nothing; its futimens is the same
+    # SETATTR as utimensat(path) (`up`: ATTRIB only, which the replay makes).
+    "w/te": (["CLOSE_WRITE,CLOSE"], [], "touch existing: the open around futimens leaves no trace"),
+    # truncate(2) by path is the same SETATTR size as truncate(1)'s open + ftruncate + close
+    # (`t0`, `t10`: MODIFY CLOSE_WRITE, which the replay makes).
+    "w/tp": ([], ["CLOSE_WRITE,CLOSE"], "truncate(2): replayed as open + ftruncate + close"),
+}
+
+
+def without(evs, missing):
+    out = list(evs)
+    for e in missing:
+        out.remove(e)
+    return out
+
+
+def s_shell_tools(_):
+    """What inotifywait prints for each shell tool's change made on node 1 prints on 2 and 3 too."""
+    cl = cluster()
+    ws = []
+    try:
+        w1 = cl.path(1, "w")
+        os.mkdir(w1)
+        os.mkdir(os.path.join(w1, "rd"))
+        for _, _, pre in SHELL_CASES:
+            for f in pre:
+                assert write_file(os.path.join(w1, f), "old content") == 0
+        cl.wait_applied()
+        ws = [Watcher(cl.mnt(i), workdir=cl.dir) for i in (1, 2, 3)]
+        for w in ws:
+            w.wait_ready()
+        for name, cmd, _ in SHELL_CASES:
+            if name == "chown" and os.geteuid() != 0:
+                continue
+            subprocess.run(cmd, shell=True, cwd=w1, check=True)
+            cl.wait_applied()
+            time.sleep(0.1)
+        assert write_file(os.path.join(w1, "end"), "x") == 0
+        for w in ws:
+            wait_for(lambda w=w: has(w.events(), "CLOSE_WRITE,CLOSE", "w/end"), "the last event on %s" % w.root)
+        time.sleep(0.3)  # nothing more may come
+        got = {i: per_path(fold(strip_cookies([e for e in ws[i - 1].events() if e[1].startswith("w/")])))
+               for i in (1, 2, 3)}
+        bad = []
+        for p in sorted(got[1]):
+            line = "    %-8s node 1: %s" % (p, " ".join(got[1][p]))
+            missing, extra, why = KNOWN_GAPS.get(p, ([], [], ""))
+            want = without(got[1][p], missing) + extra
+            for i in (2, 3):
+                if got[i].get(p) != got[1][p]:
+                    line += "\n             node %d: %s" % (i, " ".join(got[i].get(p, [])))
+                if got[i].get(p) != want:
+                    bad.append(p)
+            if why:
+                line += "   (known gap: %s)" % why
+            print(line)
+        for i in (2, 3):
+            extra = set(got[i]) - set(got[1])
+            assert not extra, (i, extra)
+        assert not bad, "nodes 2 and 3 differ from node 1 (beyond KNOWN_GAPS) on %s" % sorted(set(bad))
+    finally:
+        for w in ws:
+            w.stop()
+        cl.cleanup()
+
+
+SCENARIOS = [("change-types", s_change_types), ("shell-tools", s_shell_tools),
+             ("recursive-new-directory", s_recursive_new_directory),
              ("remote-deletes-and-moves", s_remote_deletes_and_moves),
              ("one-key-in-revision-order", s_one_key_in_revision_order),
              ("open-right-after-close", s_open_right_after_close),
