@@ -30,7 +30,7 @@ enum {
 #define OP_FLAGS_ALL ((uint32_t)(SM_F_PREFIX | SM_F_EXCL | SM_F_TRUNC | SM_F_CREATE | \
 				  SM_F_NOREPLACE | SM_F_EXCHANGE | SM_F_KEYS_ONLY))
 #define ATTR_ALL ((uint32_t)(SM_ATTR_MODE | SM_ATTR_UID | SM_ATTR_GID | SM_ATTR_SIZE | SM_ATTR_MTIME))
-#define TXN_FLAGS_ALL ((uint32_t)SM_TXN_FROM_FS)
+#define TXN_FLAGS_ALL ((uint32_t)SM_TXN_FLAGS_ALL)
 
 /* The promise in codec.h: at most 16 bytes of arrays per input byte. */
 _Static_assert(sizeof(sm_op_t) <= 16 * OP_MIN_BYTES, "op array bound");

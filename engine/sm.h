@@ -166,6 +166,10 @@ typedef struct sm_txn {
 
 enum {
 	SM_TXN_FROM_FS = 1u << 0, /* made through a mount: that node's kernel saw the change */
+	/* How a mount made it, so that other mounts replay the same syscalls (watch/): */
+	SM_TXN_OPEN_WRITE = 1u << 1,  /* through a file open for writing (the close shows) */
+	SM_TXN_ATTRIB_OPEN = 1u << 2, /* a create whose attributes were set while it was open */
+	SM_TXN_FLAGS_ALL = SM_TXN_FROM_FS | SM_TXN_OPEN_WRITE | SM_TXN_ATTRIB_OPEN,
 };
 
 typedef struct sm_batch {

@@ -22,6 +22,7 @@
 typedef struct fs_change {
 	const sm_event_t *ev;  /* type, revision, keys, records (old/new/replaced) */
 	bool local;            /* made through this mount: origin is this node and SM_TXN_FROM_FS */
+	uint32_t txn_flags;    /* SM_TXN_* of the change's txn: how it was made (watch/ replays so) */
 	uint64_t ino;          /* the record's ino (new record, else old); 0 if none */
 	bool ino_known;        /* the kernel holds a nodeid for ino */
 	uint64_t replaced_ino; /* RENAME over an existing key2, EXCHANGE: the other record */

@@ -256,10 +256,10 @@ static bool table_apply(ms_t *d, const sm_event_t *ev, bool local)
 	return stale;
 }
 
-static void to_sinks(ms_t *d, const sm_event_t *ev, bool local)
+static void to_sinks(ms_t *d, const sm_event_t *ev, bool local, uint32_t txn_flags)
 {
 	if (d->n_sinks == 0) return;
-	fs_change_t c = {.ev = ev, .local = local};
+	fs_change_t c = {.ev = ev, .local = local, .txn_flags = txn_flags};
 	const sm_record_t *r = ev->has_new ? &ev->new_rec : ev->has_old ? &ev->old_rec : NULL;
 	if (r) {
 		const char *k = ev->has_new && ev->key2 && ev->type == SM_EV_RENAME ? ev->key2 : ev->key;
@@ -370,13 +370,13 @@ static int on_apply(void *ctx, uint64_t index, const uint8_t *data, size_t len)
 		bool local = txns[i].origin_node == d->opt.id && (txns[i].flags & SM_TXN_FROM_FS);
 		for (; ev < res.n_events && res.events[ev].txn_index == i; ev++) {
 			bool stale = table_apply(d, &res.events[ev], local);
-			to_sinks(d, &res.events[ev], local && !stale);
+			to_sinks(d, &res.events[ev], local && !stale, txns[i].flags);
 		}
 		complete_txn(d, &txns[i], &res.txns[i]);
 	}
 	for (; ev < res.n_events; ev++) { /* events out of txn order: still apply them to the table */
 		table_apply(d, &res.events[ev], false);
-		to_sinks(d, &res.events[ev], false);
+		to_sinks(d, &res.events[ev], false, 0);
 	}
 	for (uint32_t i = 0; i < d->n_sinks; i++)
 		if (d->sinks[i].end_batch) d->sinks[i].end_batch(d->sinks[i].ctx);

@@ -614,6 +614,17 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 /* ------------------------------------------------------------------ getattr, setattr */
 
+/* Whether this mount has ino open for writing (O(open handles): only for open files). */
+static bool open_for_writing(ms_t *d, const inotab_entry_t *e)
+{
+	if (e->open_count == 0) return false;
+	for (fh_t *h = d->handles; h; h = h->next)
+		if (h->kind == FH_FILE && h->ino == e->ino && !h->released && !h->replay &&
+		    (h->open_flags & O_ACCMODE) != O_RDONLY)
+			return true;
+	return false;
+}
+
 /* An open file handle of ino, if any (O(open handles): only for unlinked files). */
 static fh_t *open_handle_of(ms_t *d, uint64_t ino)
 {
@@ -676,6 +687,9 @@ static void setattr_provisional(ms_t *d, fuse_req_t req, inotab_entry_t *e, stru
 		e->dirty_size_valid = true;
 		e->mtime_ns = now;
 	}
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MTIME |
+	              FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW))
+		e->attrib_set = true; /* its commit says so: the replays show the ATTRIB */
 	if (to_set & FUSE_SET_ATTR_MODE) e->mode = (e->mode & S_IFMT) | (attr->st_mode & 07777);
 	if (to_set & FUSE_SET_ATTR_UID) e->uid = attr->st_uid;
 	if (to_set & FUSE_SET_ATTR_GID) e->gid = attr->st_gid;
@@ -733,6 +747,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_attr(req, &st, MS_TIMEOUT_S);
 		return;
 	}
+	/* How the change was made, for the replays on other mounts (watch.h): ftruncate comes with
+	 * its handle; futimens, fchmod and fchown do not, so a change of those while the file is
+	 * open for writing here is taken as made through it (touch: open, futimens, close). */
+	if (o.attr_mask & SM_ATTR_SIZE ? h != NULL : open_for_writing(d, e)) txn.flags |= SM_TXN_OPEN_WRITE;
 	if ((o.attr_mask & SM_ATTR_SIZE) && h && h->kind == FH_FILE) {
 		/* ftruncate: the handle's data follows, so a later flush keeps the new size */
 		int rc = buf_resize(h, (size_t)o.size, d->opt.value_bytes_max);
@@ -1387,13 +1405,23 @@ static int commit_handle(ms_t *d, fuse_req_t req, fh_t *h, ms_op_t op, uint64_t 
 	                  .key = e->key,
 	                  .key_len = e->key_len,
 	                  .number = e->create_revision};
-	sm_txn_t txn = {.flags = SM_TXN_FROM_FS, .n_success = 1, .success = &o};
+	sm_op_t ops[2] = {o};
+	sm_txn_t txn = {.flags = SM_TXN_FROM_FS | SM_TXN_OPEN_WRITE, .n_success = 1, .success = ops};
 	if (e->provisional) {
-		o.flags = SM_F_CREATE;
-		o.ino = e->ino;
-		o.mode = e->mode & 07777;
-		o.uid = e->uid;
-		o.gid = e->gid;
+		ops[0].flags = SM_F_CREATE;
+		ops[0].ino = e->ino;
+		ops[0].mode = e->mode & 07777;
+		ops[0].uid = e->uid;
+		ops[0].gid = e->gid;
+		if (e->attrib_set) { /* touch [-d]: the times it set, and the replays show its ATTRIB */
+			txn.flags |= SM_TXN_ATTRIB_OPEN;
+			ops[1] = (sm_op_t){.type = SM_OP_SETATTR,
+			                   .key = e->key,
+			                   .key_len = e->key_len,
+			                   .attr_mask = SM_ATTR_MTIME,
+			                   .mtime_ns = e->mtime_ns};
+			txn.n_success = 2;
+		}
 	} else if (e->create_revision > 0) {
 		txn.n_compare = 1;
 		txn.compares = &c;

@@ -114,6 +114,7 @@ static void prov_remove(inotab_t *t, inotab_entry_t *e)
 	if (e->prov_next) e->prov_next->prov_prev = e->prov_prev;
 	e->prov_prev = e->prov_next = NULL;
 	e->provisional = false;
+	e->attrib_set = false;
 	assert(t->prov_count > 0);
 	t->prov_count--;
 }
@@ -290,6 +291,7 @@ void inotab_set_provisional(inotab_t *t, inotab_entry_t *e, bool provisional)
 	}
 	assert(e->key && !is_root(t, e));
 	e->provisional = true;
+	e->attrib_set = false;
 	e->prov_prev = NULL;
 	e->prov_next = t->prov_head;
 	if (t->prov_head) t->prov_head->prov_prev = e;

@@ -42,6 +42,7 @@ typedef struct inotab_entry {
 	uint32_t mode, uid, gid;
 	int64_t mtime_ns, ctime_ns;
 	uint64_t size;
+	bool attrib_set; /* chmod/chown/utimens while provisional (SM_TXN_ATTRIB_OPEN at its commit) */
 	/* the record incarnation this entry stands for (0 = unknown); flush compares it */
 	int64_t create_revision;
 	/* size the kernel believes while a handle holds uncommitted data (see fs/fsops.c) */

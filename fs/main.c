@@ -282,7 +282,7 @@ static void watch_forget(void *arg, uint64_t parent, const char *name, size_t na
 }
 
 /* The change sink that feeds watch/ (it knows nothing of fs/'s types). */
-static void watch_sink_push(void *ctx, const fs_change_t *c) { watch_push(ctx, c->ev, c->local); }
+static void watch_sink_push(void *ctx, const fs_change_t *c) { watch_push(ctx, c->ev, c->local, c->txn_flags); }
 static void watch_sink_end_batch(void *ctx) { watch_end_batch(ctx); }
 
 /* inval_attr_then's completion, on the invalidation thread: hand the open back to the loop. */

@@ -659,11 +659,11 @@ START_TEST(unknown_enums_and_bits)
 		ck_assert_int_eq(decode_exact(t.buf, t.len, false), -EINVAL);
 	}
 	t.buf[AB_OP_PRESENT] = 0x02;
-	for (int bit = 1; bit < 32; bit++) { /* txn flags (offset 25) */
+	for (int bit = 0; bit < 32; bit++) { /* txn flags (offset 25) */
 		le32_put(t.buf + 25, 1u << bit);
-		ck_assert_int_eq(decode_exact(t.buf, t.len, false), -EINVAL);
+		ck_assert_int_eq(decode_exact(t.buf, t.len, false), (SM_TXN_FLAGS_ALL & 1u << bit) ? 0 : -EINVAL);
 	}
-	le32_put(t.buf + 25, SM_TXN_FROM_FS);
+	le32_put(t.buf + 25, SM_TXN_FLAGS_ALL);
 	ck_assert_int_eq(decode_exact(t.buf, t.len, false), 0);
 	free(t.buf);
 
@@ -787,7 +787,7 @@ START_TEST(txn_check_errnos)
 	c.op = SM_CMP_GT + 1;
 	ck_assert_int_eq(codec_txn_check(&t), -EINVAL);
 	c.op = SM_CMP_EQ;
-	t.flags = 2;
+	t.flags = SM_TXN_FLAGS_ALL + 1;
 	ck_assert_int_eq(codec_txn_check(&t), -EINVAL);
 	t.flags = 0;
 	t.success = NULL;

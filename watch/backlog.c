@@ -403,7 +403,7 @@ static void merge_rec(bl_entry_t *p, const sm_event_t *ev, const sm_record_t *r)
 	}
 }
 
-static int push_create(backlog_t *b, const sm_event_t *ev, uint64_t now_ns)
+static int push_create(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bl_how_t how)
 {
 	if (!ev->has_new) return 0;
 	const sm_record_t *r = &ev->new_rec;
@@ -413,11 +413,12 @@ static int push_create(backlog_t *b, const sm_event_t *ev, uint64_t now_ns)
 	                                 : entry_new(b, op, ev, NULL, 0, &err);
 	if (!e) return drop(b, err);
 	e->create = true;
+	if (op == BL_PUT) e->how = how;
 	mark_spec_t m = {.hidden = true, .created = true, .rec = r};
 	return append(b, e, &m, NULL, op == BL_PUT, now_ns);
 }
 
-static int push_modify(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bool attrib)
+static int push_modify(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bool attrib, bl_how_t how)
 {
 	if (!ev->has_new) return 0;
 	const sm_record_t *r = &ev->new_rec;
@@ -427,8 +428,14 @@ static int push_modify(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bool
 	 * several, which inotify folds anyway when unread). Content never merges: each change of
 	 * it showed MODIFY and CLOSE_WRITE where it was made, and would come out before the
 	 * attributes of the entry it joined. */
-	bl_entry_t *p = attrib ? merge_target(b, ev, r) : NULL;
-	if (p) {
+	bl_entry_t *p = attrib && how != BL_HOW_OPEN ? merge_target(b, ev, r) : NULL;
+	if (p && how == BL_HOW_ATTRIB_OPEN && p->create && p->how == BL_HOW_ATTRIB_OPEN) {
+		merge_rec(p, ev, r); /* the create's futimens replays it */
+		b->st.merged++;
+		return 1;
+	}
+	if (how == BL_HOW_ATTRIB_OPEN) return 0; /* its create is in flight (or dropped): it shows it */
+	if (p && p->how != BL_HOW_OPEN) {
 		p->attr_mask |= mask;
 		merge_rec(p, ev, r);
 		b->st.merged++;
@@ -438,6 +445,7 @@ static int push_modify(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bool
 	bl_entry_t *e = entry_new(b, attrib ? BL_ATTR : BL_PUT, ev, NULL, 0, &err);
 	if (!e) return drop(b, err);
 	e->attr_mask = mask;
+	e->how = how;
 	return append(b, e, NULL, NULL, r->kind == SM_KIND_FILE, now_ns);
 }
 
@@ -493,20 +501,25 @@ static int push_local(backlog_t *b, const sm_event_t *ev)
 	return 0;
 }
 
-int backlog_push(backlog_t *b, const sm_event_t *ev, bool local, uint64_t now_ns)
+int backlog_push(backlog_t *b, const sm_event_t *ev, bool local, uint32_t txn_flags, uint64_t now_ns)
 {
 	assert(b && ev && (ev->key || ev->key_len == 0));
 	if (local) return push_local(b, ev);
 	int rc = 0;
 	switch (ev->type) {
 	case SM_EV_CREATE:
-		rc = push_create(b, ev, now_ns);
+		rc = push_create(b, ev, now_ns, (txn_flags & SM_TXN_ATTRIB_OPEN) ? BL_HOW_ATTRIB_OPEN : BL_HOW_DEFAULT);
 		break;
-	case SM_EV_MODIFY:
-		rc = push_modify(b, ev, now_ns, false);
+	case SM_EV_MODIFY: /* a mount's change of content not made through an open file: truncate(2) */
+		rc = push_modify(b, ev, now_ns, false,
+		                 (txn_flags & (SM_TXN_FROM_FS | SM_TXN_OPEN_WRITE)) == SM_TXN_FROM_FS ? BL_HOW_PATH
+		                                                                                    : BL_HOW_DEFAULT);
 		break;
-	case SM_EV_ATTRIB:
-		rc = push_modify(b, ev, now_ns, true);
+	case SM_EV_ATTRIB: /* with SM_TXN_ATTRIB_OPEN: the times of the create just pushed */
+		rc = push_modify(b, ev, now_ns, true,
+		                 (txn_flags & SM_TXN_ATTRIB_OPEN)  ? BL_HOW_ATTRIB_OPEN
+		                 : (txn_flags & SM_TXN_OPEN_WRITE) ? BL_HOW_OPEN
+		                                                   : BL_HOW_DEFAULT);
 		break;
 	case SM_EV_DELETE:
 		rc = push_delete(b, ev, now_ns);

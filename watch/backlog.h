@@ -60,6 +60,13 @@ typedef enum bl_op {
 
 enum { BL_ATTR_MODE = 1u << 0, BL_ATTR_OWNER = 1u << 1, BL_ATTR_TIMES = 1u << 2 };
 
+typedef enum bl_how {
+	BL_HOW_DEFAULT = 0, /* as in the table of watch.h */
+	BL_HOW_OPEN,        /* BL_ATTR: made while the file was open for writing: open, f-calls, close */
+	BL_HOW_PATH,        /* BL_PUT of a known file: a size set by path (truncate(2), no open) */
+	BL_HOW_ATTRIB_OPEN, /* BL_PUT create: attributes set while open (futimens before the close) */
+} bl_how_t;
+
 typedef struct bl_mark bl_mark_t;
 
 typedef struct bl_entry {
@@ -68,6 +75,7 @@ typedef struct bl_entry {
 	bool create;        /* BL_PUT: the kernel never saw this file: open with O_CREAT */
 	bool replaces;      /* BL_RENAME: key2 held a record (replaced by the move) */
 	uint32_t attr_mask; /* BL_PUT, BL_ATTR: attributes changed (one call replays them) */
+	bl_how_t how;       /* how the change was made where it was (the txn's SM_TXN_* flags) */
 	int64_t revision;   /* of the latest change merged in */
 	char *key;          /* NUL-terminated */
 	size_t key_len;
@@ -104,11 +112,13 @@ typedef struct backlog_config {
 int backlog_new(const backlog_config_t *cfg, backlog_t **out);
 void backlog_free(backlog_t *b);
 
-/* One applied state-machine event. local: made through this mount. Returns 1 when the
+/* One applied state-machine event. local: made through this mount; txn_flags: its txn's
+ * SM_TXN_* flags (they set the entry's `how`; an entry made BL_HOW_OPEN takes no merges and
+ * merges into nothing, its calls belong inside its open). Returns 1 when the
  * change was queued or merged (the replay thread has work), 0 when nothing needs replaying
  * (a local change, a cancel, an event with nothing to replay), -ENOSPC (dropped: a bound) or
  * -ENOMEM (dropped). */
-int backlog_push(backlog_t *b, const sm_event_t *ev, bool local, uint64_t now_ns);
+int backlog_push(backlog_t *b, const sm_event_t *ev, bool local, uint32_t txn_flags, uint64_t now_ns);
 
 /* The oldest entry, removed from the FIFO and the merge index (nothing merges into it any
  * more) and counted in flight; NULL when empty. Its marks stay until backlog_done /

@@ -158,22 +158,43 @@ static void forget_known(watch_t *w, bl_entry_t *e, int slot)
 	if (known && w->forget) w->forget(w->arg, parent, name, len); /* name lives in e: ours */
 }
 
-/* One call per kind of attribute that changed, as the local chmod / chown / touch would. */
-static int replay_attr(const bl_entry_t *e, const char *path)
+/* atime and mtime both the record's mtime: IN_ATTRIB (mtime alone would be IN_MODIFY) */
+static void rec_times(const sm_record_t *r, struct timespec ts[2])
+{
+	ts[0].tv_sec = (time_t)(r->mtime_ns / 1000000000);
+	ts[0].tv_nsec = (long)(r->mtime_ns % 1000000000);
+	if (ts[0].tv_nsec < 0) ts[0].tv_nsec += 1000000000, ts[0].tv_sec--;
+	ts[1] = ts[0];
+}
+
+/* One call per kind of attribute that changed, as the local chmod / chown / touch would: on
+ * path, or on fd when it is not -1. */
+static int replay_attr(const bl_entry_t *e, const char *path, int fd)
 {
 	const sm_record_t *r = &e->rec;
-	if ((e->attr_mask & BL_ATTR_MODE) && r->kind != SM_KIND_SYMLINK && chmod(path, r->mode & 07777) != 0)
+	struct timespec ts[2];
+	rec_times(r, ts);
+	if ((e->attr_mask & BL_ATTR_MODE) && r->kind != SM_KIND_SYMLINK &&
+	    (fd >= 0 ? fchmod(fd, r->mode & 07777) : chmod(path, r->mode & 07777)) != 0)
 		return -errno;
-	if ((e->attr_mask & BL_ATTR_OWNER) && lchown(path, r->uid, r->gid) != 0) return -errno;
-	if (e->attr_mask & BL_ATTR_TIMES) {
-		struct timespec ts[2];
-		ts[0].tv_sec = (time_t)(r->mtime_ns / 1000000000);
-		ts[0].tv_nsec = (long)(r->mtime_ns % 1000000000);
-		if (ts[0].tv_nsec < 0) ts[0].tv_nsec += 1000000000, ts[0].tv_sec--;
-		ts[1] = ts[0]; /* atime and mtime both set: IN_ATTRIB (mtime alone would be IN_MODIFY) */
-		if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return -errno;
-	}
+	if ((e->attr_mask & BL_ATTR_OWNER) &&
+	    (fd >= 0 ? fchown(fd, r->uid, r->gid) : lchown(path, r->uid, r->gid)) != 0)
+		return -errno;
+	if ((e->attr_mask & BL_ATTR_TIMES) &&
+	    (fd >= 0 ? futimens(fd, ts) : utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW)) != 0)
+		return -errno;
 	return 0;
+}
+
+/* A change of attributes made while the file was open for writing (touch of an existing
+ * file: ATTRIB, CLOSE_WRITE): the same calls on an open file. */
+static int replay_attr_open(const bl_entry_t *e, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0) return errno == EACCES || errno == EPERM ? replay_attr(e, path, -1) : -errno;
+	int rc = replay_attr(e, path, fd);
+	if (close(fd) != 0 && rc == 0) rc = -errno;
+	return rc;
 }
 
 static void count_lost(watch_t *w)
@@ -215,6 +236,10 @@ static int open_excl(void *ctx)
 static int replay_put(watch_t *w, bl_entry_t *e, const char *path)
 {
 	/* no FLUSH at close: the handle is noflush */
+	if (!e->create && e->how == BL_HOW_PATH) { /* truncate(2): MODIFY, no open, no close */
+		if (truncate(path, (off_t)e->rec.size) != 0) return -errno;
+		return e->attr_mask ? replay_attr(e, path, -1) : 0;
+	}
 	open_ctx_t oc = {.path = path, .mode = (mode_t)(e->rec.mode & 07777), .fd = -1};
 	int rc = e->create ? create_exclusive(w, e, 0, open_excl, &oc) : -EEXIST;
 	if (e->create) unmark(w, e);
@@ -233,8 +258,13 @@ static int replay_put(watch_t *w, bl_entry_t *e, const char *path)
 		ssize_t n = pwrite(fd, "", 1, (off_t)(e->rec.size - 1));
 		if (n != 1) rc = n < 0 ? -errno : -EIO;
 	}
+	if (rc == 0 && e->how == BL_HOW_ATTRIB_OPEN) { /* touch: its futimens before the close */
+		struct timespec ts[2];
+		rec_times(&e->rec, ts);
+		if (futimens(fd, ts) != 0) rc = -errno;
+	}
 	if (close(fd) != 0 && rc == 0) rc = -errno;
-	if (rc == 0 && e->attr_mask) rc = replay_attr(e, path);
+	if (rc == 0 && e->attr_mask) rc = replay_attr(e, path, -1);
 	return rc;
 }
 
@@ -273,7 +303,7 @@ static int replay(replayer_t *t, bl_entry_t *e)
 	case BL_PUT:
 		return replay_put(w, e, p);
 	case BL_ATTR:
-		return replay_attr(e, p);
+		return e->how == BL_HOW_OPEN ? replay_attr_open(e, p) : replay_attr(e, p, -1);
 	case BL_UNLINK:
 		rc = unlink(p);
 		break;
@@ -430,13 +460,13 @@ void watch_stop(watch_t *w)
 
 /* ------------------------------------------------------------------ loop thread */
 
-void watch_push(watch_t *w, const sm_event_t *ev, bool local)
+void watch_push(watch_t *w, const sm_event_t *ev, bool local, uint32_t txn_flags)
 {
 	assert(w && ev);
 	uint64_t t = now_ns();
 	pthread_mutex_lock(&w->mu);
 	if (!w->stop) {
-		int rc = backlog_push(w->bl, ev, local, t);
+		int rc = backlog_push(w->bl, ev, local, txn_flags, t);
 		if (rc > 0) w->wake = true;
 		sync_marks(w);
 	}

@@ -5,11 +5,16 @@
  * So every applied change this mount did not make (another node's, or a transaction's) is
  * replayed through the mount by dedicated replay threads, making the same syscalls a local
  * user would have made:
- *   new file       open(O_WRONLY|O_CREAT|O_EXCL), one byte written at size-1 (if not empty), close
+ *   new file       open(O_WRONLY|O_CREAT|O_EXCL), one byte written at size-1 (if not empty),
+ *                  futimens if its attributes were set while it was open (SM_TXN_ATTRIB_OPEN:
+ *                  touch), close
  *   changed file   open(O_WRONLY), ftruncate to the new size, close (MODIFY, CLOSE_WRITE: what
  *                  echo >, echo >>, truncate(1) show; not O_TRUNC, whose passing size 0 a
- *                  reader on this mount could see)
- *   attributes     chmod, lchown, utimensat (atime = mtime): what changed, one ATTRIB each
+ *                  reader on this mount could see); a size set by path on a mount
+ *                  (SM_TXN_FROM_FS without SM_TXN_OPEN_WRITE): truncate(2) (MODIFY only)
+ *   attributes     chmod, lchown, utimensat (atime = mtime): what changed, one ATTRIB each;
+ *                  changed while the file was open for writing there (SM_TXN_OPEN_WRITE:
+ *                  touch of an existing file): open(O_WRONLY), fchmod/fchown/futimens, close
  *   delete         unlink / rmdir;  mkdir;  symlink
  *   rename         rename (the kernel pairs MOVED_FROM / MOVED_TO with one cookie);
  *                  exchange: renameat2(RENAME_EXCHANGE)
@@ -107,9 +112,10 @@ void watch_stop(watch_t *w);
 
 /* ------------------------------------------------------------------ loop thread: changes */
 
-/* One applied state-machine event; local = made through this mount. Never blocks on the
- * replay threads; copies what it keeps. */
-void watch_push(watch_t *w, const sm_event_t *ev, bool local);
+/* One applied state-machine event; local = made through this mount; txn_flags = its txn's
+ * SM_TXN_* (how the change was made, see the replay table above). Never blocks on the replay
+ * threads; copies what it keeps. */
+void watch_push(watch_t *w, const sm_event_t *ev, bool local, uint32_t txn_flags);
 /* After the pushes of one applied entry: wakes a replay thread if they queued work. */
 void watch_end_batch(watch_t *w);
 

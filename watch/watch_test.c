@@ -84,8 +84,8 @@ static backlog_t *new_backlog(size_t entries_max)
 	return b;
 }
 
-static int push(backlog_t *b, sm_event_t ev) { return backlog_push(b, &ev, false, NOW); }
-static int push_local(backlog_t *b, sm_event_t ev) { return backlog_push(b, &ev, true, NOW); }
+static int push(backlog_t *b, sm_event_t ev) { return backlog_push(b, &ev, false, 0, NOW); }
+static int push_local(backlog_t *b, sm_event_t ev) { return backlog_push(b, &ev, true, 0, NOW); }
 
 static bool hidden(backlog_t *b, const char *dir, const char *name, uint64_t now);
 
@@ -326,6 +326,67 @@ START_TEST(t_merges_content_and_attributes)
 }
 END_TEST
 
+static int push_how(backlog_t *b, sm_event_t ev, uint32_t txn_flags)
+{
+	return backlog_push(b, &ev, false, txn_flags, NOW);
+}
+
+/* How a change was made (the txn's flags) picks the replay's calls and what may merge. */
+START_TEST(t_how_the_change_was_made)
+{
+	backlog_t *b = new_backlog(16);
+	const uint32_t fs = SM_TXN_FROM_FS, open_w = SM_TXN_FROM_FS | SM_TXN_OPEN_WRITE;
+	sm_record_t f1 = R(SM_KIND_FILE, 7, 0), f2 = f1;
+	f2.mtime_ns = 981173106000000000ll;
+	/* touch -d new: the create and its times, one replay whose futimens shows the ATTRIB */
+	ck_assert_int_eq(push_how(b, E(SM_EV_CREATE, "t", NULL, &f1), open_w | SM_TXN_ATTRIB_OPEN), 1);
+	ck_assert_int_eq(push_how(b, E(SM_EV_ATTRIB, "t", &f1, &f2), open_w | SM_TXN_ATTRIB_OPEN), 1);
+	ck_assert_uint_eq(backlog_len(b), 1);
+	bl_entry_t *e = backlog_take(b);
+	ck_assert(e->create && e->how == BL_HOW_ATTRIB_OPEN);
+	ck_assert_uint_eq(e->attr_mask, 0);
+	ck_assert_int_eq(e->rec.mtime_ns, f2.mtime_ns);
+	/* its ATTRIB once the create is in flight: the create shows it, nothing more */
+	ck_assert_int_eq(push_how(b, E(SM_EV_ATTRIB, "t", &f1, &f2), open_w | SM_TXN_ATTRIB_OPEN), 0);
+	backlog_done(b, e);
+
+	/* sizes: by path from a mount (truncate(2)), through an open file, from a txn */
+	sm_record_t g1 = R(SM_KIND_FILE, 8, 4), g2 = R(SM_KIND_FILE, 8, 2);
+	ck_assert_int_eq(push_how(b, E(SM_EV_MODIFY, "g", &g1, &g2), fs), 1);
+	ck_assert_int_eq(push_how(b, E(SM_EV_MODIFY, "g", &g2, &g1), open_w), 1);
+	ck_assert_int_eq(push_how(b, E(SM_EV_MODIFY, "g", &g1, &g2), 0), 1);
+	bl_how_t want[] = {BL_HOW_PATH, BL_HOW_DEFAULT, BL_HOW_DEFAULT};
+	for (int i = 0; i < 3; i++) {
+		e = backlog_take(b);
+		ck_assert_int_eq(e->op, BL_PUT);
+		ck_assert_int_eq(e->how, want[i]);
+		backlog_done(b, e);
+	}
+
+	/* attributes set while open (touch existing) neither merge into the content before them
+	 * nor take the plain chmod after them */
+	sm_record_t h1 = R(SM_KIND_FILE, 9, 3), h2 = h1;
+	h2.mtime_ns += 1000;
+	sm_record_t h3 = h2;
+	h3.mode = S_IFREG | 0600;
+	ck_assert_int_eq(push_how(b, E(SM_EV_MODIFY, "h", &h1, &h1), open_w), 1);
+	ck_assert_int_eq(push_how(b, E(SM_EV_ATTRIB, "h", &h1, &h2), open_w), 1);
+	ck_assert_int_eq(push_how(b, E(SM_EV_ATTRIB, "h", &h2, &h3), fs), 1);
+	ck_assert_uint_eq(backlog_len(b), 3);
+	ck_assert_uint_eq(stats(b).merged, 1);
+	e = backlog_take(b);
+	ck_assert(e->op == BL_PUT && e->attr_mask == 0);
+	backlog_done(b, e);
+	e = backlog_take(b);
+	ck_assert(e->op == BL_ATTR && e->how == BL_HOW_OPEN && e->attr_mask == BL_ATTR_TIMES);
+	backlog_done(b, e);
+	e = backlog_take(b);
+	ck_assert(e->op == BL_ATTR && e->how == BL_HOW_DEFAULT && e->attr_mask == BL_ATTR_MODE);
+	backlog_done(b, e);
+	backlog_free(b);
+}
+END_TEST
+
 START_TEST(t_no_merge_across_inos_taken_or_renames)
 {
 	backlog_t *b = new_backlog(16);
@@ -460,7 +521,7 @@ START_TEST(t_rename_and_exchange_marks)
 	backlog_done(b, e);
 	/* events without what a rename needs are ignored */
 	sm_event_t bad = E(SM_EV_RENAME, "a", &x, &x);
-	ck_assert_int_eq(backlog_push(b, &bad, false, NOW), 0);
+	ck_assert_int_eq(backlog_push(b, &bad, false, 0, NOW), 0);
 	backlog_free(b);
 }
 END_TEST
@@ -526,7 +587,7 @@ START_TEST(t_local_change_cancels_pending)
 	ck_assert_uint_eq(backlog_len(b), 1);
 	/* a delete without its record (fs's dropped provisional file) is no change */
 	sm_event_t ev = {.type = SM_EV_DELETE, .key = "q", .key_len = 1};
-	ck_assert_int_eq(backlog_push(b, &ev, false, NOW), 0);
+	ck_assert_int_eq(backlog_push(b, &ev, false, 0, NOW), 0);
 	backlog_free(b);
 }
 END_TEST
@@ -796,7 +857,7 @@ static void wait_replayed(watch_t *w, uint64_t n)
 
 static void wpush(watch_t *w, sm_event_t ev)
 {
-	watch_push(w, &ev, false);
+	watch_push(w, &ev, false, 0);
 	watch_end_batch(w);
 }
 
@@ -908,6 +969,55 @@ START_TEST(t_replay_file_events)
 	fx_fold(&fx, base);
 	fx_expect(&fx, base, m3, n3, 2);
 	ck_assert_int_ne(stat(p, &st), 0);
+	ck_assert_uint_eq(wstats(w).failed, 0);
+	watch_stop(w);
+	fx_cleanup(&fx);
+}
+END_TEST
+
+static void wpush_how(watch_t *w, sm_event_t ev, uint32_t txn_flags)
+{
+	watch_push(w, &ev, false, txn_flags);
+	watch_end_batch(w);
+}
+
+/* The calls follow how the change was made: touch new, touch existing, truncate(2). */
+START_TEST(t_replay_how_it_was_made)
+{
+	fixture_t fx;
+	fx_init(&fx);
+	watch_t *w = start_watch(fx.dir, 0);
+	const uint32_t open_w = SM_TXN_FROM_FS | SM_TXN_OPEN_WRITE;
+	char p[PATH_MAX + 64];
+	struct stat st;
+	sm_record_t f1 = R(SM_KIND_FILE, 7, 0), f2 = f1, f3 = R(SM_KIND_FILE, 7, 6), f4 = R(SM_KIND_FILE, 7, 2);
+	f2.mtime_ns = 981173106000000000ll;
+	f3.mtime_ns = f2.mtime_ns;
+
+	sm_event_t c = E(SM_EV_CREATE, "t", NULL, &f1), a = E(SM_EV_ATTRIB, "t", &f1, &f2);
+	watch_push(w, &c, false, open_w | SM_TXN_ATTRIB_OPEN); /* one entry: both in one batch */
+	watch_push(w, &a, false, open_w | SM_TXN_ATTRIB_OPEN);
+	watch_end_batch(w);
+	uint32_t m1[] = {IN_CREATE, IN_OPEN, IN_ATTRIB, IN_CLOSE_WRITE};
+	const char *n1[] = {"t", "t", "t", "t"};
+	fx_expect(&fx, 0, m1, n1, 4);
+	snprintf(p, sizeof p, "%s/t", fx.dir);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(st.st_mtim.tv_sec, 981173106);
+
+	wpush_how(w, E(SM_EV_ATTRIB, "t", &f2, &f2), open_w); /* touch existing */
+	uint32_t m2[] = {IN_OPEN, IN_ATTRIB, IN_CLOSE_WRITE};
+	fx_expect(&fx, 4, m2, n1, 3);
+
+	wpush_how(w, E(SM_EV_MODIFY, "t", &f2, &f3), SM_TXN_FROM_FS); /* truncate(2) */
+	uint32_t m3[] = {IN_MODIFY};
+	fx_expect(&fx, 7, m3, n1, 1);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(st.st_size, 6);
+
+	wpush_how(w, E(SM_EV_MODIFY, "t", &f3, &f4), open_w); /* truncate(1) */
+	uint32_t m4[] = {IN_OPEN, IN_MODIFY, IN_CLOSE_WRITE};
+	fx_expect(&fx, 8, m4, n1, 3);
 	ck_assert_uint_eq(wstats(w).failed, 0);
 	watch_stop(w);
 	fx_cleanup(&fx);
@@ -1190,7 +1300,7 @@ START_TEST(t_stop_discards_pending)
 	atomic_store(&exited, 0);
 	watch_request_stop(w);
 	sm_event_t late = E(SM_EV_CREATE, "d/z", NULL, &f);
-	watch_push(w, &late, false); /* ignored once stopping */
+	watch_push(w, &late, false, 0); /* ignored once stopping */
 	watch_stop(w);
 	ck_assert_int_eq(atomic_load(&exited), 1);
 	char p[PATH_MAX + 64];
@@ -1212,6 +1322,7 @@ static Suite *suite(void)
 	tcase_add_test(tb, t_hidden_expires_for_listings_only);
 	tcase_add_test(tb, t_known_names_are_forgotten_first);
 	tcase_add_test(tb, t_merges_content_and_attributes);
+	tcase_add_test(tb, t_how_the_change_was_made);
 	tcase_add_test(tb, t_no_merge_across_inos_taken_or_renames);
 	tcase_add_test(tb, t_directories_and_symlinks_do_not_merge);
 	tcase_add_test(tb, t_create_then_delete_cancels);
@@ -1229,6 +1340,7 @@ static Suite *suite(void)
 	tcase_add_test(tr, t_start_errors);
 	tcase_add_test(tr, t_replay_tid);
 	tcase_add_test(tr, t_replay_file_events);
+	tcase_add_test(tr, t_replay_how_it_was_made);
 	tcase_add_test(tr, t_replay_namespace_events);
 	tcase_add_test(tr, t_replay_failure_counted);
 	tcase_add_test(tr, t_questions_while_pending);

@@ -8,7 +8,7 @@ node 1 (through its mount, or through /.metastore/txn). The kernel emits events 
 made through a mount, so on nodes 2 and 3 they come from the daemon's replay (watch/): these
 tests check that what inotifywait prints there is what it prints on node 1 for the same local
 change, once, in order, for every kind of change and for each shell tool's (touch, truncate, >,
->>, chmod, chown, mv, rm, mkdir, rmdir, ln -s; KNOWN_GAPS lists the three that cannot match yet);
+>>, chmod, chown, mv, rm, mkdir, rmdir, ln -s);
 that a recursive watch follows a new remote directory; that 100 watchers each get every one of 1,000 events; that nothing deadlocks while
 the watching node's own clients list, read, remove and rename in the directories being written;
 and that `-o inotify=off` turns it all off. Prints PASS/FAIL per scenario, then `N passed, N failed`.
@@ -572,6 +572,9 @@ SHELL_CASES = [
     ("redirect-new-empty", ": > ne", ()),
     ("truncate-path", "python3 -c 'import os; os.truncate(\"tp\", 3)'", ("tp",)),
     ("utime-path", "python3 -c 'import os; os.utime(\"up\")'", ("up",)),
+    ("touch-date-new", "touch -d 2001-02-03T04:05:06 td", ()),
+    ("chmod-open-file", "python3 -c 'import os\nfd = os.open(\"cf\", os.O_WRONLY)\nos.fchmod(fd, 0o600)\n"
+                        "os.close(fd)'", ("cf",)),
     ("chmod-then-append", "chmod 600 ca && echo v >> ca", ("ca",)),
     ("append-twice", "echo a >> a2 && echo b >> a2", ("a2",)),
     ("write-then-rm", "echo a > wr && rm wr", ()),
@@ -581,22 +584,11 @@ SHELL_CASES = [
               " open(\"bu\", \"a\").write(\"x\")'", ("bu",)),
 ]
 
-# Changes the state machine's events cannot tell from another change that prints differently: the
-# replay makes the commoner one. name -> (what node 1 printed that nodes 2 and 3 do not, what
-# they print at the end that node 1 did not, why).
-# The test checks that exactly this is missing (and fails once it no longer is: then drop it).
-KNOWN_GAPS = {
-    # touch's open(O_CREAT) is provisional until close; the futimens while it is open leaves only
-    # a create whose record looks like `: > tn`'s. Needs the proposer to say so (a SETATTR in
-    # the create's txn, or a txn flag).
-    "w/tn": (["ATTRIB"], [], "touch new: futimens on a provisional file leaves no trace"),
-    # touch's open(O_WRONLY) of an existing file proposes nothing; its futimens is the same
-    # SETATTR as utimensat(path) (`up`: ATTRIB only, which the replay makes).
-    "w/te": (["CLOSE_WRITE,CLOSE"], [], "touch existing: the open around futimens leaves no trace"),
-    # truncate(2) by path is the same SETATTR size as truncate(1)'s open + ftruncate + close
-    # (`t0`, `t10`: MODIFY CLOSE_WRITE, which the replay makes).
-    "w/tp": ([], ["CLOSE_WRITE,CLOSE"], "truncate(2): replayed as open + ftruncate + close"),
-}
+# Changes whose replay cannot print what node 1 printed: name -> (what node 1 printed that nodes
+# 2 and 3 do not, what they print that node 1 did not, why). The test checks that exactly this is
+# missing (and fails once it no longer is: then drop it). Empty since the proposer marks how a
+# change was made (SM_TXN_OPEN_WRITE, SM_TXN_ATTRIB_OPEN: touch, truncate(2) by path).
+KNOWN_GAPS = {}
 
 
 def without(evs, missing):
@@ -649,6 +641,10 @@ def s_shell_tools(_):
         for i in (2, 3):
             extra = set(got[i]) - set(got[1])
             assert not extra, (i, extra)
+        # touch -d on a new file: the time it set is the record's, on every node
+        want_mtime = int(time.mktime((2001, 2, 3, 4, 5, 6, 0, 0, -1)))
+        for i in (1, 2, 3):
+            assert int(os.stat(cl.path(i, "w/td")).st_mtime) == want_mtime, (i, os.stat(cl.path(i, "w/td")))
         assert not bad, "nodes 2 and 3 differ from node 1 (beyond KNOWN_GAPS) on %s" % sorted(set(bad))
     finally:
         for w in ws:
