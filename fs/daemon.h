@@ -35,7 +35,11 @@
 #define MS_CTL_DIR_INO (UINT64_MAX - 16u)
 #define MS_CTL_STATUS_INO (UINT64_MAX - 15u)
 #define MS_CTL_TXN_INO (UINT64_MAX - 14u)
-#define MS_TIMEOUT_S 1.0
+/* Entry and attribute timeouts handed to the kernel. Remote changes reach its caches through
+ * inval.c at once and opens wait for a pending invalidation (fsops.c), so this only bounds how
+ * long a dropped invalidation can leave a stat() stale; every expiry costs a GETATTR (with
+ * default_permissions, on the next open's permission check). */
+#define MS_TIMEOUT_S 10.0
 #define MS_SINKS_MAX 4u
 #define MS_PENDING_MAX 65536u /* requests waiting for a commit or a barrier */
 #define MS_PENDING_BUCKETS 4096u

@@ -54,7 +54,8 @@
  *   RENAME_WHITEOUT -EINVAL. The reserved root name .metastore: mkdir/create/symlink -EEXIST,
  *   rename/unlink -EPERM, rmdir -EBUSY.
  * - No direct_io and no keep_cache for data files (mmap works, every open re-reads);
- *   direct_io for control files; entry and attr timeouts 1 s; no negative entries cached.
+ *   direct_io for control files; entry and attr timeouts MS_TIMEOUT_S; no negative entries
+ *   cached. Read-only opens are noflush (nothing to commit: close() costs no round trip).
  */
 #include "daemon.h"
 
@@ -1057,6 +1058,7 @@ static void reply_opened(ms_t *d, fuse_req_t req, ms_op_t op, uint64_t t0, fh_t 
 	fi->direct_io = 0;
 	fi->keep_cache = 0;
 	fi->nonseekable = 0;
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
 	bool stale = !e->provisional && h->mod_revision != e->reported_mod_revision;
 	inotab_open(e); /* also keeps e alive while the reply waits */
 	if (stale) {
