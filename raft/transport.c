@@ -809,6 +809,13 @@ static int conn_in_proof(struct conn *c, const uint8_t *p, size_t n)
 	c->peer->in = c;
 	tlog(t, TRANSPORT_LOG_INFO, "inbound link from node %llu (%s) up", (unsigned long long)c->peer->id,
 		c->remote);
+	if (c->peer->out == NULL) {
+		/* It is back (a restart): our dial to it may sit in a backoff of up to backoff_max_ms,
+		 * and until it connects nothing of ours reaches it (a restarted follower would wait
+		 * that long for the leader). Dial now, from the shortest backoff. */
+		c->peer->backoff_ms = t->backoff_min_ms;
+		peer_schedule_dial(c->peer, true);
+	}
 	return (int)TRANSPORT_MAC_BYTES;
 }
 

@@ -1706,6 +1706,48 @@ START_TEST(peer_restart_reconnects)
 }
 END_TEST
 
+/* A peer that comes back dials us: our own dial to it must not wait out its backoff (a
+ * restarted follower would hear nothing from the leader until then). A's backoff here is
+ * longer than run_until's timeout. */
+START_TEST(restarted_peer_is_dialed_at_once)
+{
+	uv_loop_t loop;
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	struct node nodes[2];
+	transport_peer_t peers[] = {{1, NULL}, {2, NULL}};
+	for (unsigned i = 0; i < 2; i++) {
+		transport_config_t cfg;
+		node_config(&nodes[i], i + 1, &cfg);
+		if (i == 0) cfg.backoff_min_ms = cfg.backoff_max_ms = 4 * RUN_TIMEOUT_MS;
+		cfg.peers = peers;
+		cfg.peer_count = 2;
+		node_start(&nodes[i], &loop, &cfg);
+	}
+	char addr_a[64], addr_b[64];
+	addr_of(addr_a, sizeof addr_a, nodes[0].port);
+	addr_of(addr_b, sizeof addr_b, nodes[1].port);
+	ck_assert_int_eq(transport_peer_set_addr(nodes[0].t, 2, addr_b), 0);
+	ck_assert_int_eq(transport_peer_set_addr(nodes[1].t, 1, addr_a), 0);
+	struct group g = {nodes, 2};
+	run_until(&loop, all_up, &g, RUN_TIMEOUT_MS);
+
+	uint16_t port_b = nodes[1].port;
+	node_close(&nodes[1]);
+	run_until(&loop, a_sees_b_down, nodes, RUN_TIMEOUT_MS); /* its redial is minutes away */
+
+	transport_peer_t peers_b[] = {{1, addr_a}, {2, NULL}};
+	transport_config_t cfg;
+	node_config(&nodes[1], 2, &cfg);
+	cfg.listen_addr = addr_b;
+	cfg.peers = peers_b;
+	cfg.peer_count = 2;
+	node_start(&nodes[1], &loop, &cfg);
+	ck_assert_uint_eq(nodes[1].port, port_b);
+	run_until(&loop, all_up, &g, RUN_TIMEOUT_MS); /* A's link to B too, long before its backoff */
+	close_all(&loop, nodes, 2);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ membership */
 
 static bool a_up_to_b(void *arg)
@@ -1830,6 +1872,7 @@ static Suite *transport_suite(void)
 	tcase_add_test(tc, raw_random_after_handshake);
 	tcase_add_test(tc, dialer_checks_acceptor);
 	tcase_add_test(tc, peer_restart_reconnects);
+	tcase_add_test(tc, restarted_peer_is_dialed_at_once);
 	tcase_add_test(tc, membership_add_remove);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
