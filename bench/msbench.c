@@ -27,20 +27,28 @@
  *               --range-entries [50] files. The realized mix is reported and must be within 2
  *               points of the target.
  *   watch       --watchers [100] threads, each with its own inotify fd watching the scenario
- *               directory itself (not recursively) on --watch-root [the first ROOT]; one writer
- *               creates --events [1000] files through the ROOTs (round-robin) at --rate [1000/s].
- *               The watched event is --watch-event [close_write]: the writer's syscall making it
- *               is close (close_write), the creating open (create) or a rename from a temporary
- *               name (moved_to). The writer stamps the time just before that syscall and the time
- *               it returned; each watcher stamps an event when its read() returns. "delivery" is
- *               watcher stamp - return stamp (what a user sees after close() returned; an event
- *               read before the syscall returned counts as 0 and as "early": common when the
- *               watchers watch the writer's own mount), "from_call" is watcher stamp - call
- *               stamp (never negative). Reports both histograms over all watchers, missing
- *               events (waiting at most --watch-timeout [10 s] after the writer's end),
- *               duplicates, IN_Q_OVERFLOWs, and the time from the last write until everything
- *               was delivered. The kernel emits events only for changes made through the watched
- *               mount: with --watch-root on another node, the daemon's replay makes them.
+ *               directory itself (not recursively) on --watch-root [the first ROOT];
+ *               --writers [4] threads create --events [1000] files through the ROOTs (event i
+ *               through ROOT i % ROOTs) at --rate [1000/s] together: writer w writes events w,
+ *               w + N, w + 2N, ... at rate / N each, starting w / rate after the first, so event
+ *               i is due at i / rate (one writer cannot keep up: a create through a replicated
+ *               mount takes about 2 ms; more writers than events are cut to one per event).
+ *               "behind_ops" counts writes that started more than one writer's period (N / rate)
+ *               late. The watched event is --watch-event [close_write]: the writer's syscall
+ *               making it is close (close_write), the creating open (create) or a rename from a
+ *               temporary name (moved_to). The writer stamps the time just before that syscall
+ *               and the time it returned; each watcher stamps an event when its read() returns.
+ *               "delivery" is watcher stamp - return stamp (what a user sees after close()
+ *               returned; an event read before the syscall returned counts as 0 and as "early":
+ *               common when the watchers watch the writer's own mount), "from_call" is watcher
+ *               stamp - call stamp (never negative). Reports both histograms over all watchers,
+ *               missing events (waiting at most --watch-timeout [10 s] after the last writer's
+ *               end), duplicates, IN_Q_OVERFLOWs, and the time from the last write until
+ *               everything was delivered. The "write" row and the "writer" object cover all
+ *               writers: ops per second over the time from the first one's start to the last
+ *               one's end, one latency histogram. The kernel emits events only for changes made
+ *               through the watched mount: with --watch-root on another node, the daemon's
+ *               replay makes them.
  *   txn         [10 clients x 1000 CAS over --keys 100 keys] each CAS writes
  *               `mod("K") = "REV"` / `put "K" "V"` / `get "K"` to a fresh open fd of
  *               ROOT/.metastore/txn and reads the answer from it (msbench_txn.h). A client keeps
@@ -54,14 +62,14 @@
  *   selftest    checks the histogram and the txn text and answer parsing; needs no ROOT.
  *
  * Options: --clients N, --ops N (per client; not watch: --events), --duration S, --rate R
- * (per-client ops/s, any scenario; the writer's rate in watch), --keys N, --value-bytes B,
+ * (per-client ops/s, any scenario; all writers' together in watch), --keys N, --value-bytes B,
  * --name-bytes B [16] (names are "k" and a zero-padded number), --dir NAME, --watch-root ROOT,
- * --watchers W, --events E, --watch-event close_write|create|moved_to, --watch-timeout S,
- * --range-dirs N, --range-entries N, --txn-retries N, --seed N [1], --timeout S [300] (global:
- * on expiry the clients are told to stop; if some are stuck inside a syscall on a hung mount,
- * msbench says where, prints the partial report and exits 3 anyway), --cleanup (remove ROOT/DIR
- * afterwards), --json-only, --dry-run (print the plan and, for txn, the text of sample txns;
- * touches no mount).
+ * --watchers W, --writers N [4, 1..64], --events E, --watch-event close_write|create|moved_to,
+ * --watch-timeout S, --range-dirs N, --range-entries N, --txn-retries N, --seed N [1],
+ * --timeout S [300] (global: on expiry the clients are told to stop; if some are stuck inside a
+ * syscall on a hung mount, msbench says where, prints the partial report and exits 3 anyway),
+ * --cleanup (remove ROOT/DIR afterwards), --json-only, --dry-run (print the plan and, for txn,
+ * the text of sample txns; touches no mount).
  *
  * Besides errors, a get that read another size than --value-bytes counts as "size_mismatch": a
  * put that is not atomic (truncate, then write) shows readers an empty file meanwhile.
@@ -104,6 +112,7 @@
 #define NAME_BYTES_MAX 255u
 #define DIR_NAME_BYTES_MAX 200u
 #define WATCHERS_MAX 1000u
+#define WRITERS_MAX 64u
 #define EVENTS_MAX 10000000u
 #define WATCH_SLOTS_MAX (8u << 20) /* watchers * events stamps of 8 bytes: 64 MiB */
 #define RANGE_DIRS_MAX 10000u
@@ -205,7 +214,7 @@ static const char *const op_names[OP_KINDS] = {"put", "get", "range", "delete", 
 /* Counters besides ops and errors; each scenario reports the ones it can produce. */
 typedef enum stat_kind {
 	ST_SIZE_MISMATCH,  /* a get read another size than --value-bytes */
-	ST_BEHIND,         /* paced ops that started more than one period late */
+	ST_BEHIND,         /* paced ops that started more than one (of their client's) period late */
 	ST_PRELOAD_ERRORS, /* failed puts of the untimed preload */
 	ST_RANGE_MISMATCH, /* a listing without exactly --range-entries names */
 	ST_CAS_DONE,       /* CAS that succeeded (possibly after retries) */
@@ -213,7 +222,7 @@ typedef enum stat_kind {
 	ST_GAVE_UP,        /* CAS that still failed after --txn-retries */
 	ST_DUPLICATES,     /* an event a watcher had already seen */
 	ST_OVERFLOWS,      /* IN_Q_OVERFLOW */
-	ST_FOREIGN,        /* events for names the writer did not write */
+	ST_FOREIGN,        /* events for names the writers did not write */
 	ST_COUNT,
 } stat_kind_t;
 
@@ -226,8 +235,8 @@ static const char *const stat_names[ST_COUNT] = {
 #define UNSET_D (-1.0)
 
 typedef struct opts {
-	uint64_t clients, ops, keys, value_bytes, name_bytes, watchers, events, range_dirs, range_entries;
-	uint64_t txn_retries, seed;
+	uint64_t clients, ops, keys, value_bytes, name_bytes, watchers, writers, events, range_dirs;
+	uint64_t range_entries, txn_retries, seed;
 	double duration_s, rate, timeout_s, watch_timeout_s;
 	uint32_t watch_mask;
 	const char *watch_event;
@@ -244,15 +253,16 @@ typedef struct opts {
 /* One scenario's resolved parameters: the options over the scenario's defaults. */
 typedef struct plan {
 	scenario_t sc;
-	uint32_t clients;     /* worker threads (watch: watchers; the writer comes on top) */
-	uint64_t ops_max;     /* per client; 0 = no limit */
+	uint32_t clients;     /* worker threads (watch: watchers; the writers come on top) */
+	uint64_t ops_max;     /* per client; 0 = no limit (watch: all writers' together) */
 	uint64_t duration_ns; /* 0 = no limit */
-	double rate;          /* per client ops/s (watch: the writer's); 0 = unpaced */
+	double rate;          /* per client ops/s (watch: all writers' together); 0 = unpaced */
 	uint32_t keys;
 	uint32_t weights[OP_KINDS]; /* percent */
 	bool partitioned;
 	uint32_t range_dirs, range_entries;
-	uint32_t events; /* watch */
+	uint32_t events;  /* watch */
+	uint32_t writers; /* watch: writer threads, 1..min(WRITERS_MAX, events); 0 elsewhere */
 	uint32_t txn_retries;
 } plan_t;
 
@@ -299,7 +309,12 @@ static void plan_make(const opts_t *o, scenario_t sc, plan_t *p)
 		p->weights[OP_PUT] = 50, p->weights[OP_GET] = 50;
 	}
 	p->events = (uint32_t)opt_u64(o->events, 1000);
-	if (sc == SC_WATCH) p->ops_max = p->events; /* the writer's */
+	if (sc == SC_WATCH) {
+		p->ops_max = p->events; /* all writers' together */
+		uint64_t writers = opt_u64(o->writers, 4);
+		p->writers = (uint32_t)(writers < p->events ? writers : p->events);
+		assert(p->writers >= 1 && p->writers <= WRITERS_MAX);
+	}
 	p->txn_retries = (uint32_t)opt_u64(o->txn_retries, 100);
 }
 
@@ -333,7 +348,7 @@ typedef struct client {
 	/* What the client is inside of, for the report of a hung mount: kind + 1 (0 = nothing). */
 	_Atomic uint32_t busy_kind;
 	_Atomic uint64_t busy_since_ns;
-	uint64_t end_ns;
+	uint64_t start_ns, end_ns; /* start_ns: watch writers only */
 	uint64_t rng[4];
 	char path[PATH_BYTES];
 	char *buf; /* get and txn answers */
@@ -358,7 +373,7 @@ struct run {
 	plan_t p;
 	char rel[REL_BYTES]; /* DIR/scenario, below each root */
 	client_t *clients;
-	uint32_t n_clients; /* including the watch writer */
+	uint32_t n_clients; /* including the watch writers */
 	gate_t loaded, go;
 	uint64_t start_ns, end_ns; /* end_ns: the duration's deadline, UINT64_MAX if none */
 	uint64_t preload_ns, prepare_ns;
@@ -366,11 +381,13 @@ struct run {
 	atomic_bool error_printed, mismatch_printed;
 	/* watch */
 	const char *watch_root;
-	uint64_t *writer_ns;      /* per event: when its syscall returned, 0 = the write failed */
-	uint64_t *writer_call_ns; /* per event: just before that syscall was made */
-	_Atomic uint64_t watch_deadline_ns;
-	_Atomic int64_t writes_ok; /* -1 until the writer is done */
-	uint64_t writer_start_ns, writer_end_ns;
+	uint64_t *writer_ns;                /* per event: when its syscall returned, 0 = failed or not made */
+	uint64_t *writer_call_ns;           /* per event: just before that syscall was made */
+	_Atomic uint64_t watch_deadline_ns; /* set by the last writer to finish */
+	_Atomic int64_t writes_ok;          /* -1 until every writer is done */
+	_Atomic int64_t writes_ok_sum;      /* of the writers done so far */
+	_Atomic uint32_t writers_left;      /* writers still writing */
+	uint64_t writer_start_ns, writer_end_ns; /* first writer's start, last one's end */
 };
 
 struct bench {
@@ -710,15 +727,42 @@ static void kv_op(client_t *c, op_kind_t kind, uint64_t sched_ns)
 	if (rc < 0) report_first_error(c, op_names[kind], c->path, rc);
 }
 
+/* Which of the watch writers c is: 0..writers-1. */
+static uint32_t writer_index(const client_t *c)
+{
+	const plan_t *p = &c->r->p;
+	assert(p->sc == SC_WATCH && c->id >= p->clients && c->id - p->clients < p->writers);
+	return c->id - p->clients;
+}
+
+/* A client's share of the load: its op count (0 = no limit), its period between ops (0 =
+ * unpaced) and its first op's offset from the start. Clients are spread over one period so
+ * they do not fire in lockstep; watch writers w of N take events w, w + N, ... at rate / N, so
+ * together they make the scenario's rate, event i due at i / rate. */
+static void client_share(const client_t *c, uint64_t *ops_max, double *period_ns, uint64_t *offset_ns)
+{
+	const plan_t *p = &c->r->p;
+	uint32_t slot = c->id, slots = p->clients;
+	double rate = p->rate;
+	*ops_max = p->ops_max;
+	if (p->sc == SC_WATCH) {
+		slot = writer_index(c), slots = p->writers;
+		rate /= p->writers;
+		*ops_max = (p->events - slot + p->writers - 1) / p->writers;
+		assert(*ops_max >= 1); /* plan_make keeps writers <= events */
+	}
+	*period_ns = rate > 0 ? 1e9 / rate : 0;
+	*offset_ns = slot < slots ? (uint64_t)(*period_ns * slot / slots) : 0;
+}
+
 /* Runs until the op count, the duration or an abort; paced by absolute deadlines with --rate. */
 static void client_loop(client_t *c, bool (*one)(client_t *c, uint64_t sched_ns))
 {
 	run_t *r = c->r;
-	const plan_t *p = &r->p;
-	double period_ns = p->rate > 0 ? 1e9 / p->rate : 0;
-	/* Clients are spread over one period so they do not fire in lockstep. */
-	uint64_t offset_ns = c->id < p->clients ? (uint64_t)(period_ns * c->id / p->clients) : 0;
-	for (uint64_t i = 0; p->ops_max == 0 || i < p->ops_max; i++) {
+	uint64_t ops_max = 0, offset_ns = 0;
+	double period_ns = 0;
+	client_share(c, &ops_max, &period_ns, &offset_ns);
+	for (uint64_t i = 0; ops_max == 0 || i < ops_max; i++) {
 		uint64_t sched = 0;
 		if (period_ns > 0) {
 			sched = r->start_ns + offset_ns + (uint64_t)((double)i * period_ns);
@@ -945,7 +989,7 @@ static void *watcher_worker(void *arg)
 	return NULL;
 }
 
-/* Writes event file i through the writer's root. The syscall that makes the watched event
+/* Writes event file i through ROOT i % ROOTs. The syscall that makes the watched event
  * (close, open or rename) was called at *call_ns and returned at *done_ns. */
 static int watch_write(client_t *c, uint64_t i, uint64_t *call_ns, uint64_t *done_ns)
 {
@@ -977,10 +1021,12 @@ static int watch_write(client_t *c, uint64_t i, uint64_t *call_ns, uint64_t *don
 	return rc;
 }
 
+/* Writes the writer's next event: w + k * writers after k attempts (failed ones count). */
 static bool writer_one(client_t *c, uint64_t sched_ns)
 {
 	run_t *r = c->r;
-	uint64_t i = c->ops[OP_PUT]; /* only this thread writes it */
+	uint64_t i = writer_index(c) + c->ops[OP_PUT] * r->p.writers; /* only this thread writes ops */
+	assert(i < r->p.events);
 	uint64_t call = 0, done = 0;
 	uint64_t t0 = now_ns();
 	client_busy(c, OP_PUT);
@@ -992,20 +1038,38 @@ static bool writer_one(client_t *c, uint64_t sched_ns)
 	return true;
 }
 
+/* One of the watch writers. The last one to finish publishes what the watchers wait for: the
+ * writes that succeeded (so they can stop once they saw them all) and the deadline after which
+ * the rest count as missing. */
 static void *writer_worker(void *arg)
 {
 	client_t *c = arg;
 	run_t *r = c->r;
+	const plan_t *p = &r->p;
+	uint32_t w = writer_index(c);
 	gate_pass(&r->loaded);
 	gate_pass(&r->go);
-	r->writer_start_ns = now_ns();
+	c->start_ns = now_ns();
 	if (!aborted(r)) client_loop(c, writer_one);
 	int64_t ok = 0;
-	for (uint64_t i = 0; i < c->ops[OP_PUT]; i++)
-		ok += r->writer_ns[i] != 0;
-	r->writer_end_ns = c->end_ns = now_ns();
-	atomic_store(&r->watch_deadline_ns, c->end_ns + (uint64_t)(r->b->o.watch_timeout_s * 1e9));
-	atomic_store(&r->writes_ok, ok);
+	for (uint64_t k = 0; k < c->ops[OP_PUT]; k++)
+		ok += r->writer_ns[w + k * p->writers] != 0;
+	c->end_ns = now_ns();
+	atomic_fetch_add(&r->writes_ok_sum, ok);
+	/* seq_cst: the last writer sees every other writer's stamps and writer_ns entries */
+	uint32_t left = atomic_fetch_sub(&r->writers_left, 1u);
+	assert(left >= 1 && left <= p->writers);
+	if (left != 1) return NULL;
+	uint64_t start = UINT64_MAX, end = 0;
+	for (uint32_t i = 0; i < p->writers; i++) {
+		const client_t *x = &r->clients[p->clients + i];
+		if (x->start_ns < start) start = x->start_ns;
+		if (x->end_ns > end) end = x->end_ns;
+	}
+	r->writer_start_ns = start;
+	r->writer_end_ns = end;
+	atomic_store(&r->watch_deadline_ns, end + (uint64_t)(r->b->o.watch_timeout_s * 1e9));
+	atomic_store(&r->writes_ok, atomic_load(&r->writes_ok_sum));
 	return NULL;
 }
 
@@ -1114,7 +1178,7 @@ static bool stat_relevant(scenario_t sc, stat_kind_t s)
 	case ST_SIZE_MISMATCH:
 		return sc == SC_LARGE_LOAD || sc == SC_SUSTAINED || sc == SC_MIXED;
 	case ST_BEHIND:
-		return sc == SC_SUSTAINED;
+		return sc == SC_SUSTAINED || sc == SC_WATCH;
 	case ST_PRELOAD_ERRORS:
 		return sc != SC_WATCH;
 	case ST_RANGE_MISMATCH:
@@ -1181,9 +1245,9 @@ static void print_scenario_title(const run_t *r)
 	const plan_t *p = &r->p;
 	printf("== %s: ", scenario_names[p->sc]);
 	if (p->sc == SC_WATCH) {
-		printf("%" PRIu32 " watchers on %s, %" PRIu32 " events (%s) at %.0f/s through %" PRIu32
-		       " root(s)",
-		       p->clients, r->watch_root, p->events, o->watch_event, p->rate, o->n_roots);
+		printf("%" PRIu32 " watchers on %s, %" PRIu32 " events (%s) at %.0f/s by %" PRIu32
+		       " writer(s) through %" PRIu32 " root(s)",
+		       p->clients, r->watch_root, p->events, o->watch_event, p->rate, p->writers, o->n_roots);
 	} else {
 		printf("%" PRIu32 " clients over %" PRIu32 " root(s)", p->clients, o->n_roots);
 		if (p->ops_max) printf(", %" PRIu64 " ops each", p->ops_max);
@@ -1280,10 +1344,13 @@ static int report_watch(run_t *r, const totals_t *t, bool partial)
 {
 	const opts_t *o = &r->b->o;
 	const plan_t *p = &r->p;
-	client_t *writer = &r->clients[p->clients];
-	pthread_mutex_lock(&writer->mu);
-	uint64_t written = writer->ops[OP_PUT];
-	pthread_mutex_unlock(&writer->mu);
+	uint64_t written = 0; /* attempts, failed ones too */
+	for (uint32_t w = 0; w < p->writers; w++) {
+		client_t *writer = &r->clients[p->clients + w];
+		pthread_mutex_lock(&writer->mu);
+		written += writer->ops[OP_PUT];
+		pthread_mutex_unlock(&writer->mu);
+	}
 	/* lat: from the return of the writer's syscall (negative ones, "early", count as 0);
 	 * from_call: from just before the call, which causality keeps positive. */
 	msb_hist_t *lat = calloc(2, sizeof *lat), *from_call = lat + 1;
@@ -1296,7 +1363,8 @@ static int report_watch(run_t *r, const totals_t *t, bool partial)
 		client_t *c = &r->clients[w];
 		if (!c->watch_ok) continue;
 		watchers_ok++;
-		for (uint64_t i = 0; i < written; i++) {
+		/* every event: with several writers the attempted ones need not be a prefix */
+		for (uint64_t i = 0; i < p->events; i++) {
 			uint64_t wrote = r->writer_ns[i], seen = c->seen_ns[i];
 			expected += wrote != 0;
 			if (!seen) continue;
@@ -1323,10 +1391,12 @@ static int report_watch(run_t *r, const totals_t *t, bool partial)
 		print_row("delivery", lat, span_secs, missing);
 		print_row("from-call", from_call, span_secs, missing);
 		print_row("write", &t->hist[OP_PUT], write_secs, t->errs[OP_PUT]);
-		printf("  %" PRIu32 "/%" PRIu32 " watchers set up; writer %" PRIu64
-		       " files in %.3f s (%.1f/s); delivered %" PRIu64 "/%" PRIu64 ", missing %" PRIu64,
-		       watchers_ok, p->clients, written, write_secs,
-		       write_secs > 0 ? (double)written / write_secs : 0.0, delivered, expected, missing);
+		printf("  %" PRIu32 "/%" PRIu32 " watchers set up; %" PRIu32 " writer(s): %" PRIu64
+		       " files in %.3f s (%.1f/s, target %.1f/s, %" PRIu64
+		       " behind schedule); delivered %" PRIu64 "/%" PRIu64 ", missing %" PRIu64,
+		       watchers_ok, p->clients, p->writers, written, write_secs,
+		       write_secs > 0 ? (double)written / write_secs : 0.0, p->rate, t->stat[ST_BEHIND],
+		       delivered, expected, missing);
 		if (missing == 0 && delivered)
 			printf(", all delivered %.1f ms after the last write", drain_ms);
 		printf(", duplicates %" PRIu64 ", overflows %" PRIu64 ", foreign %" PRIu64 ", early %" PRIu64
@@ -1339,9 +1409,9 @@ static int report_watch(run_t *r, const totals_t *t, bool partial)
 	uint64_t errors = t->n_errs + (p->clients - watchers_ok);
 	json_common(&s, r, t, lat, delivered, span_secs, write_secs, errors);
 	sb_printf(&s,
-	          ",\"watchers\":%" PRIu32 ",\"watchers_ok\":%" PRIu32 ",\"events\":%" PRIu64
-	          ",\"watch_event\":\"%s\"",
-	          p->clients, watchers_ok, written, o->watch_event);
+	          ",\"watchers\":%" PRIu32 ",\"watchers_ok\":%" PRIu32 ",\"writers\":%" PRIu32
+	          ",\"events\":%" PRIu64 ",\"watch_event\":\"%s\"",
+	          p->clients, watchers_ok, p->writers, written, o->watch_event);
 	sb_printf(&s,
 	          ",\"expected\":%" PRIu64 ",\"delivered\":%" PRIu64 ",\"missing\":%" PRIu64
 	          ",\"early\":%" PRIu64 ",\"unexpected\":%" PRIu64,
@@ -1356,6 +1426,9 @@ static int report_watch(run_t *r, const totals_t *t, bool partial)
 	sb_printf(&s, ",\"writer\":{\"ops\":%" PRIu64 ",\"ops_per_s\":%.1f,\"target_ops_per_s\":%.1f,",
 	          written, write_secs > 0 ? (double)written / write_secs : 0.0, p->rate);
 	sb_lat(&s, &t->hist[OP_PUT]);
+	sb_printf(&s, ",\"sched_p50_us\":%.1f,\"sched_p99_us\":%.1f,\"sched_max_us\":%.1f",
+	          us(msb_hist_quantile_ns(&t->sched, 0.5)), us(msb_hist_quantile_ns(&t->sched, 0.99)),
+	          us(t->sched.max_ns));
 	sb_printf(&s, ",\"errors\":%" PRIu64 "},\"aborted\":%s}", t->errs[OP_PUT],
 	          partial || atomic_load(&r->b->abort) ? "true" : "false");
 	printf("%s\n", buf);
@@ -1604,13 +1677,15 @@ static int run_scenario(bench_t *b, scenario_t sc)
 	gate_init(&r->loaded);
 	gate_init(&r->go);
 	atomic_init(&r->writes_ok, -1);
+	atomic_init(&r->writes_ok_sum, 0);
+	atomic_init(&r->writers_left, r->p.writers);
 	atomic_init(&r->watch_deadline_ns, UINT64_MAX);
 	r->end_ns = UINT64_MAX;
 	r->watch_root = o->watch_root ? o->watch_root : o->roots[0];
 	snprintf(r->rel, sizeof r->rel, "%s/%s", o->dir, scenario_names[sc]);
 	int status = 2;
 	set_phase(b, "setup", NULL);
-	uint32_t n = r->p.clients + (sc == SC_WATCH ? 1u : 0u);
+	uint32_t n = r->p.clients + r->p.writers;
 	r->value = malloc(o->value_bytes + 1);
 	if (r->value) memset(r->value, 'v', o->value_bytes), r->value[o->value_bytes] = '\0';
 	if (sc == SC_WATCH) {
@@ -1787,11 +1862,11 @@ static void usage(FILE *f)
 	        "       msbench selftest\n"
 	        "scenarios: large-load sustained mixed watch txn all\n"
 	        "options: --clients N --ops N --duration S --rate R --keys N --value-bytes B --name-bytes B\n"
-	        "         --dir NAME --watch-root ROOT --watchers W --events E --watch-event "
-	        "close_write|create|moved_to\n"
-	        "         --watch-timeout S --range-dirs N --range-entries N --txn-retries N --seed N "
-	        "--timeout S\n"
+	        "         --dir NAME --watch-root ROOT --watchers W --writers N [4, 1..64] --events E\n"
+	        "         --watch-event close_write|create|moved_to --watch-timeout S\n"
+	        "         --range-dirs N --range-entries N --txn-retries N --seed N --timeout S\n"
 	        "         --cleanup --json-only --dry-run\n"
+	        "(watch: --rate is all writers' together; each writes every N-th event at rate / N)\n"
 	        "(the header of bench/msbench.c describes every scenario and number)\n");
 }
 
@@ -1879,6 +1954,7 @@ enum {
 	O_DIR,
 	O_WATCH_ROOT,
 	O_WATCHERS,
+	O_WRITERS,
 	O_EVENTS,
 	O_WATCH_EVENT,
 	O_WATCH_TIMEOUT,
@@ -1904,6 +1980,7 @@ static const struct option long_options[] = {
     {"dir", required_argument, NULL, O_DIR},
     {"watch-root", required_argument, NULL, O_WATCH_ROOT},
     {"watchers", required_argument, NULL, O_WATCHERS},
+    {"writers", required_argument, NULL, O_WRITERS},
     {"events", required_argument, NULL, O_EVENTS},
     {"watch-event", required_argument, NULL, O_WATCH_EVENT},
     {"watch-timeout", required_argument, NULL, O_WATCH_TIMEOUT},
@@ -1938,6 +2015,8 @@ static int parse_option(opts_t *o, int opt, const char *arg)
 		return parse_u64("name-bytes", arg, 2, NAME_BYTES_MAX, &o->name_bytes);
 	case O_WATCHERS:
 		return parse_u64("watchers", arg, 1, WATCHERS_MAX, &o->watchers);
+	case O_WRITERS:
+		return parse_u64("writers", arg, 1, WRITERS_MAX, &o->writers);
 	case O_EVENTS:
 		return parse_u64("events", arg, 1, EVENTS_MAX, &o->events);
 	case O_WATCH_TIMEOUT:
@@ -2031,8 +2110,8 @@ static int validate(const opts_t *o)
 static int parse_args(opts_t *o, int argc, char **argv, bool *selftest)
 {
 	memset(o, 0, sizeof *o);
-	o->clients = o->ops = o->keys = o->watchers = o->events = o->range_dirs = o->range_entries =
-	    UNSET_U64;
+	o->clients = o->ops = o->keys = o->watchers = o->writers = o->events = o->range_dirs =
+	    o->range_entries = UNSET_U64;
 	o->txn_retries = UNSET_U64;
 	o->duration_s = o->rate = UNSET_D;
 	o->value_bytes = 100;
@@ -2109,6 +2188,11 @@ static void dry_run(const opts_t *o)
 		       ", duration %.1f s, rate %.1f, keys %" PRIu32 ", in %s/%s/%s\n",
 		       scenario_names[p.sc], p.clients, p.ops_max, (double)p.duration_ns / 1e9, p.rate,
 		       p.keys, o->roots[0], o->dir, scenario_names[p.sc]);
+		if (p.sc == SC_WATCH)
+			printf("watch: %" PRIu32 " watchers on %s, %" PRIu32 " events by %" PRIu32
+			       " writer(s) at %.1f/s each, every event i through %s\n",
+			       p.clients, o->watch_root ? o->watch_root : o->roots[0], p.events, p.writers,
+			       p.rate / p.writers, o->n_roots > 1 ? "ROOT i % ROOTs" : o->roots[0]);
 		if (p.sc != SC_TXN) continue;
 		for (uint64_t k = 0; k < p.keys && k < 3; k++) {
 			char name[NAME_BYTES_MAX + 1], key[PATH_BYTES], text[PATH_BYTES * 4];

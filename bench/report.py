@@ -196,9 +196,9 @@ def judge(res):
         v = verdict(ok, r)
         if r.get("missing") and clean(r):
             v = "MISSED (events missing)"
-        rows.append(("watch p99 ≤ 10 ms (writer on n1, watchers on n3)", meas, v))
+        rows.append(("watch p99 ≤ 10 ms (writers on n1, watchers on n3)", meas, v))
     else:
-        rows.append(("watch p99 ≤ 10 ms (writer on n1, watchers on n3)", "-", "not measured"))
+        rows.append(("watch p99 ≤ 10 ms (writers on n1, watchers on n3)", "-", "not measured"))
     rm = sc.get("large-load")
     rr = (rdb.get("scenarios") or {}).get("large-load")
     if rm and rr and not rm.get("missing_json") and not rr.get("missing_json"):

@@ -6,7 +6,7 @@
 BUILD_DIR holds fs/metastored and bench/msbench. Each measurement starts its own 3-node cluster
 (memory engine) under a temp dir (tests/integration/harness.py) and stops it. Three measurements:
 
-  latency     msbench's watch scenario: one writer on node 1 creates 1,000 files at 1,000/s
+  latency     msbench's watch scenario: 4 writer threads on node 1 create 1,000 files at 1,000/s
               (open, write, close); watchers on node 2 (1, then 100) stamp each CLOSE_WRITE.
               Delivery = watcher stamp - the moment the writer's close() returned (same host,
               same CLOCK_MONOTONIC). Target: p99 <= 10 ms at 1,000 events/s. For reference the

@@ -1451,8 +1451,8 @@ int raft_node_start(uv_loop_t *loop, const raft_node_config_t *cfg, raft_node_t 
 	if (!n->cfg.batch_bytes_max) n->cfg.batch_bytes_max = 1u << 20;
 	if (!n->cfg.batch_count_max) n->cfg.batch_count_max = 4096;
 	if (!n->cfg.propose_timeout_ms) n->cfg.propose_timeout_ms = 5000;
-	if (!n->cfg.snapshot_entries) n->cfg.snapshot_entries = 100000;
-	if (!n->cfg.trailing_entries) n->cfg.trailing_entries = 10000;
+	if (!n->cfg.snapshot_entries) n->cfg.snapshot_entries = RAFT_NODE_SNAPSHOT_ENTRIES_DEFAULT;
+	if (!n->cfg.trailing_entries) n->cfg.trailing_entries = RAFT_NODE_TRAILING_ENTRIES_DEFAULT;
 	snprintf(n->data_dir, sizeof n->data_dir, "%s", cfg->data_dir);
 	n->cfg.data_dir = n->data_dir;
 	n->held = calloc(HELD_MSGS_MAX, sizeof *n->held);

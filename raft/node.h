@@ -25,6 +25,12 @@
 #define RAFT_NODE_PEERS_MAX 9
 #define RAFT_NODE_BLOB_BYTES_MAX ((8u << 20) + (256u << 10)) /* an 8 MiB value and its txn */
 #define RAFT_NODE_INFLIGHT_BYTES_MAX (256u << 20) /* proposals not yet known applied */
+/* The core keeps every entry since the last compaction in memory (~250 B per small write).
+ * Measured (3 nodes, 100k keys of 100 B loaded): snapshots every 20k entries left RSS higher
+ * (106-130 MiB) than every 100k (99-107 MiB): each snapshot streams the whole state through a
+ * buffer, and the heap keeps what that churn fragments. */
+#define RAFT_NODE_SNAPSHOT_ENTRIES_DEFAULT 100000u
+#define RAFT_NODE_TRAILING_ENTRIES_DEFAULT 10000u
 
 typedef struct raft_node raft_node_t;
 
@@ -77,8 +83,10 @@ typedef struct raft_node_config {
 	size_t batch_bytes_max;    /* default 1 MiB */
 	uint32_t batch_count_max;  /* default 4096 blobs */
 	uint32_t propose_timeout_ms; /* default 5000 */
-	uint64_t snapshot_entries; /* snapshot + compact after this many applied entries (default 100k) */
-	uint64_t trailing_entries; /* entries kept after a compaction for slow followers (default 10k) */
+	uint64_t snapshot_entries; /* snapshot + compact after this many applied entries (default
+				      RAFT_NODE_SNAPSHOT_ENTRIES_DEFAULT) */
+	uint64_t trailing_entries; /* entries kept after a compaction for slow followers (default
+				      RAFT_NODE_TRAILING_ENTRIES_DEFAULT) */
 	uint64_t seed;             /* PRNG seed for election jitter (0: from getrandom) */
 	raft_node_callbacks_t cb;
 } raft_node_config_t;
