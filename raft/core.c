@@ -57,6 +57,8 @@ typedef struct read_req {
 	uint64_t round; /* confirmation round; 0 while waiting for this term's first commit */
 } read_req_t;
 
+#define LEASE_RING 64u /* heartbeat rounds remembered for their send time */
+
 typedef struct chunk_buf {
 	raft_snap_chunk_t c;
 	void *data;
@@ -99,6 +101,12 @@ struct raft_core {
 	uint64_t read_round, read_confirmed; /* monotonic over the core's life */
 	read_req_t *reads;
 	uint32_t n_reads;
+	/* lease reads: when each recent round was sent; the lease runs until lease_until_ms */
+	uint64_t round_sent_ms[LEASE_RING], round_of_slot[LEASE_RING];
+	uint64_t lease_until_ms;
+	bool lease_revoked; /* this term's leadership was offered away (TIMEOUT_NOW): no lease */
+	uint64_t now_ms;
+	uint64_t ticks; /* since raft_core_new: no votes granted for election_ticks (lease) */
 
 	/* outputs */
 	outbox_t out_now, out_after;
@@ -566,6 +574,8 @@ static void reset(raft_core_t *c, uint64_t term)
 	c->n_votes = 0;
 	prs_clear(c);
 	c->n_reads = 0; /* pending reads die with the leadership; callers time out and retry */
+	c->lease_until_ms = 0;
+	c->lease_revoked = false;
 	c->uncommitted_bytes = 0;
 	c->term_start_index = 0;
 }
@@ -744,6 +754,8 @@ static void bcast_append(raft_core_t *c, bool send_if_empty)
 
 static void send_timeout_now(raft_core_t *c, uint64_t to)
 {
+	c->lease_revoked = true; /* its campaign ignores the voters' leases */
+	c->lease_until_ms = 0;
 	raft_msg_t m = msg_new(c, RAFT_MSG_TIMEOUT_NOW, to);
 	send_msg(c, &m, 0);
 }
@@ -778,10 +790,13 @@ static bool reads_waiting(const raft_core_t *c)
 	return false;
 }
 
-/* Every heartbeat carries the newest round; requests waiting for a round start one. */
+/* Every heartbeat carries the newest round; requests waiting for a round start one. With lease
+ * reads every heartbeat starts one: its answers renew the lease from its send time. */
 static void bcast_heartbeat(raft_core_t *c)
 {
-	if (reads_waiting(c)) c->read_round++;
+	if (reads_waiting(c) || c->cfg.lease_ms) c->read_round++;
+	c->round_sent_ms[c->read_round % LEASE_RING] = c->now_ms;
+	c->round_of_slot[c->read_round % LEASE_RING] = c->read_round;
 	for (uint32_t i = 0; i < RAFT_NODES_MAX; i++) {
 		progress_t *pr = &c->prs[i];
 		if (pr->id == 0) continue;
@@ -831,10 +846,15 @@ static void read_schedule(raft_core_t *c, read_req_t *r)
 	r->round = c->read_round + 1;
 }
 
+static bool lease_valid(const raft_core_t *c)
+{
+	return c->cfg.lease_ms && !c->lease_revoked && c->lead_transferee == 0 && c->now_ms < c->lease_until_ms;
+}
+
 static int handle_read(raft_core_t *c, uint64_t from, uint64_t ctx)
 {
 	assert(c->role == RAFT_LEADER);
-	if (committed_in_term(c) && sole_voter_is_self(c)) {
+	if (committed_in_term(c) && (sole_voter_is_self(c) || lease_valid(c))) {
 		read_req_t r = {.ctx = ctx, .from = from, .index = c->commit};
 		serve_read(c, &r);
 		return 0;
@@ -858,6 +878,11 @@ static void reads_confirm(raft_core_t *c)
 	}
 	uint64_t confirmed = quorum_value(c, vals, c->conf.n_voters);
 	if (confirmed > c->read_confirmed) c->read_confirmed = confirmed;
+	if (c->cfg.lease_ms && !c->lease_revoked && c->round_of_slot[confirmed % LEASE_RING] == confirmed &&
+	    confirmed != 0) {
+		uint64_t until = c->round_sent_ms[confirmed % LEASE_RING] + c->cfg.lease_ms;
+		if (until > c->lease_until_ms) c->lease_until_ms = until;
+	}
 	reads_kick(c);
 }
 
@@ -1249,8 +1274,9 @@ int raft_core_step(raft_core_t *c, const raft_msg_t *m)
 	if (m->term > c->term) {
 		if (vote_req) {
 			bool force = (m->flags & RAFT_MSG_F_TRANSFER) != 0;
-			bool in_lease = c->cfg.check_quorum && c->lead != 0 &&
-			                c->election_elapsed < c->cfg.election_ticks;
+			bool in_lease = (c->cfg.check_quorum && c->lead != 0 &&
+			                 c->election_elapsed < c->cfg.election_ticks) ||
+			                (c->cfg.lease_ms && c->ticks < c->cfg.election_ticks);
 			if (!force && in_lease) return 0; /* a leader is alive: do not let it be disrupted */
 		}
 		if (m->type == RAFT_MSG_PREVOTE) {
@@ -1339,9 +1365,16 @@ static void tick_leader(raft_core_t *c)
 	}
 }
 
+void raft_core_set_clock(raft_core_t *c, uint64_t now_ms)
+{
+	assert(c != NULL);
+	if (now_ms > c->now_ms) c->now_ms = now_ms;
+}
+
 void raft_core_tick(raft_core_t *c)
 {
 	assert(c != NULL && !c->in_ready);
+	if (c->ticks < UINT64_MAX) c->ticks++;
 	if (c->role == RAFT_LEADER) {
 		tick_leader(c);
 		return;
@@ -1647,6 +1680,7 @@ static int config_check(const raft_config_t *k)
 	if (k->snap_chunk_bytes == 0 || k->snap_chunk_bytes > RAFT_SNAP_CHUNK_BYTES_MAX) return -EINVAL;
 	if (k->snap_resend_ticks == 0) return -EINVAL;
 	if (k->reads_max == 0 || k->reads_max > RAFT_READS_MAX) return -EINVAL;
+	if (k->lease_ms && !k->check_quorum) return -EINVAL;
 	return 0;
 }
 

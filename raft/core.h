@@ -91,6 +91,15 @@ typedef struct raft_config {
 	uint32_t reads_max;             /* pending ReadIndex requests, 1..RAFT_READS_MAX */
 	bool pre_vote;
 	bool check_quorum;
+	/* Lease reads (needs check_quorum; 0 = off): a leader whose leadership a quorum confirmed
+	 * by answering a heartbeat sent at time T (raft_core_set_clock) serves reads at once, with
+	 * its commit index, until T + lease_ms. Safe only if lease_ms is below the time a follower
+	 * refuses votes after hearing from its leader, (election_ticks - 1) ticks of real time, by
+	 * the clocks' possible drift: a node refuses votes for election_ticks ticks after it starts
+	 * too (a restarted follower forgot whom it heard from), the lease ends with a leadership
+	 * transfer (its target campaigns without waiting), and the clock must be monotonic real
+	 * time (a stalled loop must not stretch the lease). */
+	uint32_t lease_ms;
 } raft_config_t;
 
 /* Defaults: election 10 ticks, heartbeat 1, inflight 64, 256 entries / 1 MiB per message,
@@ -227,6 +236,11 @@ int64_t raft_core_propose_conf(raft_core_t *c, raft_conf_op_t op, uint64_t id);
  * committed.
  * 0, RAFT_ERR_NO_LEADER, RAFT_ERR_FULL. */
 int raft_core_read_index(raft_core_t *c, uint64_t ctx);
+/* A leader with lease_ms and a valid lease answers in the next Ready without a round. */
+
+/* The current monotonic time in ms (lease reads only; never decreasing). Call before the calls
+ * that may serve or confirm reads (step, tick, read_index); without lease_ms it is unused. */
+void raft_core_set_clock(raft_core_t *c, uint64_t now_ms);
 
 /* Leader: hand leadership to voter id (catch it up, then RAFT_MSG_TIMEOUT_NOW). Proposals are
  * refused until the transfer ends (the target wins, or one election timeout passes).

@@ -711,6 +711,7 @@ static void reads_pump(raft_node_t *n)
 			continue;
 		}
 		if (!r->have_index && (!r->asked_ms || n->now_ms - r->asked_ms >= READ_RETRY_MS)) {
+			raft_core_set_clock(n->core, mono_ms()); /* a lease is judged on real time, now */
 			if (raft_core_read_index(n->core, r->ctx) == 0) r->asked_ms = n->now_ms ? n->now_ms : 1;
 		}
 		n->reads[keep++] = *r;
@@ -1334,6 +1335,7 @@ static void on_tick(uv_timer_t *h)
 	raft_node_t *n = h->data;
 	if (n->stopping || n->fatal) return;
 	n->now_ms = mono_ms();
+	raft_core_set_clock(n->core, n->now_ms);
 	raft_core_tick(n->core);
 	expire_batches(n);
 	promote_learners(n);
@@ -1356,6 +1358,7 @@ static void on_message(void *ctx, uint64_t from, const uint8_t *buf, size_t len)
 			node_log(n, "malformed raft message from node %" PRIu64 " dropped", from);
 			return;
 		}
+		raft_core_set_clock(n->core, mono_ms());
 		(void)raft_core_step(n->core, &m);
 		break;
 	}
@@ -1539,6 +1542,11 @@ int raft_node_start(uv_loop_t *loop, const raft_node_config_t *cfg, raft_node_t 
 	raft_config_default(&rc_cfg, cfg->id, seed);
 	rc_cfg.election_ticks = n->cfg.election_ticks;
 	rc_cfg.heartbeat_ticks = n->cfg.heartbeat_ticks;
+	/* Lease reads (core.h): a follower refuses votes for election_ticks ticks after hearing from
+	 * its leader, at least (election_ticks - 1) * tick_ms of real time (libuv timers never fire
+	 * early); one tick less leaves a margin for the clocks' drift. */
+	if (!n->cfg.no_lease_reads && n->cfg.election_ticks > 2)
+		rc_cfg.lease_ms = (n->cfg.election_ticks - 2) * n->cfg.tick_ms;
 	rc_cfg.entry_bytes_max = RAFT_NODE_BLOB_BYTES_MAX + 64 > n->cfg.batch_bytes_max + 64
 					 ? RAFT_NODE_BLOB_BYTES_MAX + 64
 					 : (uint32_t)n->cfg.batch_bytes_max + 64;

@@ -88,6 +88,7 @@ typedef struct raft_node_config {
 	uint64_t trailing_entries; /* entries kept after a compaction for slow followers (default
 				      RAFT_NODE_TRAILING_ENTRIES_DEFAULT) */
 	uint64_t seed;             /* PRNG seed for election jitter (0: from getrandom) */
+	bool no_lease_reads;       /* read barriers always run a heartbeat round (core.h lease_ms) */
 	raft_node_callbacks_t cb;
 } raft_node_config_t;
 

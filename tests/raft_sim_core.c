@@ -384,6 +384,50 @@ START_TEST(propose_conf_errors)
 }
 END_TEST
 
+/* Lease reads: a lease needs check-quorum; a node refuses votes for an election timeout after
+ * it starts (it may have promised a leader its vote-free lease before a restart). The lease's
+ * safety under partitions, delays and crashes is checked by the simulations (odd seeds). */
+START_TEST(lease_config_and_startup_vote_refusal)
+{
+	raft_config_t cfg = config(1);
+	cfg.lease_ms = 80;
+	cfg.check_quorum = false;
+	raft_restore_t r = {0};
+	r.snapshot.conf.n_voters = 3;
+	for (uint32_t i = 0; i < 3; i++)
+		r.snapshot.conf.voters[i] = i + 1;
+	raft_core_t *bad = NULL;
+	ck_assert_int_eq(raft_core_new(&cfg, &r, &bad), -EINVAL);
+	ck_assert_ptr_null(bad);
+
+	for (int lease = 0; lease <= 1; lease++) {
+		cfg = config(1);
+		cfg.lease_ms = lease ? 80 : 0;
+		raft_core_t *c = fresh(1, 3, &cfg);
+		out_t o;
+		raft_msg_t v = msg(RAFT_MSG_VOTE, 2, 1, 1);
+		ck_assert_int_eq(raft_core_step(c, &v), 0);
+		pump(c, &o, true);
+		size_t n_resp = count(o.after, o.n_after, RAFT_MSG_VOTE_RESP) + count(o.now, o.n_now, RAFT_MSG_VOTE_RESP);
+		if (lease) { /* just started: ignored, term unchanged */
+			ck_assert_uint_eq(n_resp, 0);
+			ck_assert_uint_eq(status(c).term, 0);
+			for (uint32_t i = 0; i < cfg.election_ticks; i++)
+				raft_core_tick(c);
+			pump(c, &o, true);
+			v = msg(RAFT_MSG_VOTE, 2, 1, 5); /* above any campaign of its own */
+			ck_assert_int_eq(raft_core_step(c, &v), 0);
+			pump(c, &o, true);
+		}
+		bool after = count(o.after, o.n_after, RAFT_MSG_VOTE_RESP) == 1;
+		const raft_msg_t *resp =
+		    after ? find(o.after, o.n_after, RAFT_MSG_VOTE_RESP) : find(o.now, o.n_now, RAFT_MSG_VOTE_RESP);
+		ck_assert(!(resp->flags & RAFT_MSG_F_REJECT)); /* granted */
+		raft_core_free(c);
+	}
+}
+END_TEST
+
 START_TEST(follower_errors_and_read_forwarding)
 {
 	raft_core_t *c = fresh(1, 3, NULL);
@@ -687,6 +731,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, follower_commit_stops_at_last_new_entry);
 	tcase_add_test(tc, stale_completion_is_ignored);
 	tcase_add_test(tc, snapshot_api);
+	tcase_add_test(tc, lease_config_and_startup_vote_refusal);
 	tcase_add_test(tc, snapshot_receive_and_install);
 	suite_add_tcase(s, tc);
 	return s;

@@ -962,6 +962,7 @@ int64_t sim_read(sim_t *s, uint64_t id)
 	}
 	uint64_t ctx = ++s->n_reads;
 	s->reads[ctx - 1] = (pending_read_t){.ctx = ctx, .min_index = s->max_acked};
+	raft_core_set_clock(n->core, s->now);
 	int rc = raft_core_read_index(n->core, ctx);
 	if (rc != 0) {
 		node_drain(s, n);
@@ -1177,6 +1178,7 @@ static void node_boot(sim_t *s, node_t *n)
 {
 	raft_config_t cfg = s->o.cfg;
 	cfg.id = n->id;
+	if (!cfg.check_quorum) cfg.lease_ms = 0; /* a lease needs it (core.h) */
 	cfg.seed = s->o.seed * 1000003ull + n->gen;
 	raft_restore_t r = {.hard_state = n->d_hs,
 	                    .snapshot = n->d_snap,
@@ -1188,6 +1190,7 @@ static void node_boot(sim_t *s, node_t *n)
 		sim_fail(s, "node %llu: raft_core_new from durable state: %d", (unsigned long long)n->id, rc);
 		return;
 	}
+	raft_core_set_clock(n->core, s->now);
 	n->sm_applied = 0;
 	n->sm_chain = 0;
 	if (n->d_snap.index > 0) {
@@ -1236,6 +1239,7 @@ void sim_restart(sim_t *s, uint64_t id)
 static void dispatch(sim_t *s, event_t *ev)
 {
 	node_t *n = node_of(s, ev->node);
+	if (n->up && n->core) raft_core_set_clock(n->core, s->now); /* lease reads: the simulated time */
 	switch (ev->kind) {
 	case EV_TICK:
 		if (!n->up || ev->gen != n->gen) return;
@@ -1326,6 +1330,8 @@ void sim_opts_default(sim_opts_t *o, uint64_t seed, uint32_t n_voters)
 	o->cfg.snap_chunk_bytes = 64;
 	o->cfg.snap_resend_ticks = 4;
 	o->cfg.reads_max = 256;
+	/* lease reads on odd seeds (ReadIndex rounds only on even ones): the read checks hold both */
+	if (seed & 1) o->cfg.lease_ms = (o->cfg.election_ticks - 2) * o->tick_ms;
 }
 
 sim_t *sim_new(const sim_opts_t *o)
