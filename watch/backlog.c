@@ -314,6 +314,7 @@ static bl_entry_t *entry_new(backlog_t *b, bl_op_t op, const sm_event_t *ev, con
 		*err = -ENOMEM;
 		return NULL;
 	}
+	e->old_size = UINT64_MAX;
 	e->op = op;
 	e->key_len = ev->key_len;
 	e->key2_len = key2 ? key2_len : 0;
@@ -446,6 +447,7 @@ static int push_modify(backlog_t *b, const sm_event_t *ev, uint64_t now_ns, bool
 	if (!e) return drop(b, err);
 	e->attr_mask = mask;
 	e->how = how;
+	e->old_size = ev->has_old ? ev->old_rec.size : UINT64_MAX;
 	return append(b, e, NULL, NULL, r->kind == SM_KIND_FILE, now_ns);
 }
 

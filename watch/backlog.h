@@ -76,6 +76,7 @@ typedef struct bl_entry {
 	bool replaces;      /* BL_RENAME: key2 held a record (replaced by the move) */
 	uint32_t attr_mask; /* BL_PUT, BL_ATTR: attributes changed (one call replays them) */
 	bl_how_t how;       /* how the change was made where it was (the txn's SM_TXN_* flags) */
+	uint64_t old_size;  /* BL_PUT of a known file: its size before the change (UINT64_MAX: unknown) */
 	int64_t revision;   /* of the latest change merged in */
 	char *key;          /* NUL-terminated */
 	size_t key_len;

@@ -8,9 +8,10 @@
  *   new file       open(O_WRONLY|O_CREAT|O_EXCL), one byte written at size-1 (if not empty),
  *                  futimens if its attributes were set while it was open (SM_TXN_ATTRIB_OPEN:
  *                  touch), close
- *   changed file   open(O_WRONLY), ftruncate to the new size, close (MODIFY, CLOSE_WRITE: what
- *                  echo >, echo >>, truncate(1) show; not O_TRUNC, whose passing size 0 a
- *                  reader on this mount could see); a size set by path on a mount
+ *   changed file   open(O_WRONLY), its last byte written if it did not shrink (a direct_io write
+ *                  costs no security.capability GETXATTR), else ftruncate to the new size, close
+ *                  (MODIFY, CLOSE_WRITE: what echo >, echo >>, truncate(1) show; not O_TRUNC,
+ *                  whose passing size 0 a reader on this mount could see); a size set by path on a mount
  *                  (SM_TXN_FROM_FS without SM_TXN_OPEN_WRITE): truncate(2) (MODIFY only)
  *   attributes     chmod, lchown, utimensat (atime = mtime): what changed, one ATTRIB each;
  *                  changed while the file was open for writing there (SM_TXN_OPEN_WRITE:

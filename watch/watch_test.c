@@ -356,10 +356,12 @@ START_TEST(t_how_the_change_was_made)
 	ck_assert_int_eq(push_how(b, E(SM_EV_MODIFY, "g", &g2, &g1), open_w), 1);
 	ck_assert_int_eq(push_how(b, E(SM_EV_MODIFY, "g", &g1, &g2), 0), 1);
 	bl_how_t want[] = {BL_HOW_PATH, BL_HOW_DEFAULT, BL_HOW_DEFAULT};
+	uint64_t old_sizes[] = {4, 2, 4};
 	for (int i = 0; i < 3; i++) {
 		e = backlog_take(b);
 		ck_assert_int_eq(e->op, BL_PUT);
 		ck_assert_int_eq(e->how, want[i]);
+		ck_assert_uint_eq(e->old_size, old_sizes[i]);
 		backlog_done(b, e);
 	}
 
@@ -1015,9 +1017,17 @@ START_TEST(t_replay_how_it_was_made)
 	ck_assert_int_eq(stat(p, &st), 0);
 	ck_assert_int_eq(st.st_size, 6);
 
-	wpush_how(w, E(SM_EV_MODIFY, "t", &f3, &f4), open_w); /* truncate(1) */
+	wpush_how(w, E(SM_EV_MODIFY, "t", &f3, &f4), open_w); /* truncate(1), shrinking: ftruncate */
 	uint32_t m4[] = {IN_OPEN, IN_MODIFY, IN_CLOSE_WRITE};
 	fx_expect(&fx, 8, m4, n1, 3);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(st.st_size, 2);
+
+	sm_record_t f5 = R(SM_KIND_FILE, 7, 9);
+	wpush_how(w, E(SM_EV_MODIFY, "t", &f4, &f5), open_w); /* growing: the last byte written */
+	fx_expect(&fx, 11, m4, n1, 3);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(st.st_size, 9);
 	ck_assert_uint_eq(wstats(w).failed, 0);
 	watch_stop(w);
 	fx_cleanup(&fx);
