@@ -24,7 +24,9 @@
  *               of its keys exist: get and delete pick a live key, put any key (re-creating deleted
  *               ones, so the key space does not drain); an ENOENT is therefore a real error. range =
  *               opendir + readdir to the end + closedir of one of --range-dirs [8] directories of
- *               --range-entries [50] files. The realized mix is reported and must be within 2
+ *               --range-entries [50] files (before the clock starts each client waits, at most
+ *               10 s, until its root lists them all: a node shows a file made elsewhere once its
+ *               watch replay created it). The realized mix is reported and must be within 2
  *               points of the target.
  *   watch       --watchers [100] threads, each with its own inotify fd watching the scenario
  *               directory itself (not recursively) on --watch-root [the first ROOT];
@@ -781,11 +783,31 @@ static bool kv_one(client_t *c, uint64_t sched_ns)
 	return true;
 }
 
+/* After every client's preload, before the clock starts: wait (at most RANGE_SETTLE_S) until
+ * this client's root lists every range directory whole. A node that did not make a preloaded
+ * file shows it once its watch replay created it (watch/: listings hide names not replayed
+ * yet), so a run started at once would count the preload's replay lag as range mismatches. */
+#define RANGE_SETTLE_S 10
+static void range_settle(client_t *c)
+{
+	const plan_t *p = &c->r->p;
+	uint64_t deadline = now_ns() + (uint64_t)RANGE_SETTLE_S * 1000000000ull;
+	for (uint32_t d = 0; d < p->range_dirs && !aborted(c->r); d++) {
+		char sub[32], path[PATH_BYTES];
+		range_dir_name(sub, sizeof sub, d);
+		snprintf(path, sizeof path, "%s/%s/%s", c->root, c->r->rel, sub);
+		uint32_t entries = 0;
+		while (dir_list(path, &entries) == 0 && entries != p->range_entries && now_ns() < deadline)
+			usleep(2000);
+	}
+}
+
 static void *kv_worker(void *arg)
 {
 	client_t *c = arg;
 	kv_preload(c);
 	gate_pass(&c->r->loaded);
+	if (c->r->p.range_dirs) range_settle(c);
 	gate_pass(&c->r->go);
 	if (!aborted(c->r)) client_loop(c, kv_one);
 	c->end_ns = now_ns();
