@@ -52,10 +52,21 @@ def mib(kib):
     return None if kib is None else kib / 1024.0
 
 
+# Scenarios whose clients share keys: a get on the node where a put of the same key holds it
+# open with O_TRUNC may read it empty, as on any POSIX filesystem (memfs shows it too; msbench's
+# header says why). There a size_mismatch is reported, not judged; in mixed every key has one
+# client, so a partial value there would be a real atomicity failure.
+SHARED_KEYS = ("large-load", "sustained")
+
+
+def judged_mismatch(r):
+    return r.get("size_mismatch") if r.get("scenario") not in SHARED_KEYS else 0
+
+
 def clean(r):
     """A scenario result fit to be judged: there, not aborted, no errors."""
     return bool(r) and not r.get("missing_json") and not r.get("aborted") and r.get("exit") is not None \
-        and not any(r.get(k) for k in ("errors", "preload_errors", "size_mismatch", "range_mismatch"))
+        and not any(r.get(k) for k in ("errors", "preload_errors", "range_mismatch")) and not judged_mismatch(r)
 
 
 def problems(r):
@@ -76,7 +87,7 @@ def problems(r):
         out.append("%d errors%s" % (r["errors"], " (%s)" % en if en else ""))
     if r.get("preload_errors"):
         out.append("%d preload errors" % r["preload_errors"])
-    if r.get("size_mismatch"):
+    if judged_mismatch(r):
         out.append("%d gets saw a partial value (size_mismatch)" % r["size_mismatch"])
     if r.get("range_mismatch"):
         out.append("%d listings had the wrong entries (range_mismatch)" % r["range_mismatch"])
@@ -339,6 +350,9 @@ def scenario_notes(name, r):
     if cpu:
         bits.append("CPU s: client %s, %s" % (num(r.get("client_cpu_s"), 1),
                                               ", ".join("%s %s" % (k, num(v, 1)) for k, v in cpu.items())))
+    if r.get("size_mismatch") and not judged_mismatch(r):
+        bits.append("%d gets read a key while a put held it open with O_TRUNC on the same node (POSIX "
+                    "allows the empty read; not judged)" % r["size_mismatch"])
     p = problems(r)
     if p or r.get("exit"):
         bits.append("**%s** (msbench exit %s)" % (p or "msbench reported a failure", r.get("exit")))
