@@ -1188,25 +1188,33 @@ static bool both_failed_twice(void *arg)
 	return a.auth_failures >= 4 && b.auth_failures >= 4;
 }
 
-START_TEST(wrong_token_refused)
+/* Nodes 1 and 2, each told the other's address; tweak (may be NULL) adjusts node i's config. */
+static void pair_start(uv_loop_t *loop, struct node nodes[2], void (*tweak)(unsigned i, transport_config_t *cfg))
 {
-	uv_loop_t loop;
-	ck_assert_int_eq(uv_loop_init(&loop), 0);
-	struct node nodes[2];
-	transport_peer_t peers[] = {{1, NULL}, {2, NULL}};
+	static transport_peer_t peers[] = {{1, NULL}, {2, NULL}};
 	for (unsigned i = 0; i < 2; i++) {
 		transport_config_t cfg;
 		node_config(&nodes[i], i + 1, &cfg);
 		cfg.peers = peers;
 		cfg.peer_count = 2;
-		cfg.token = i == 0 ? token_a : token_b;
-		node_start(&nodes[i], &loop, &cfg);
+		if (tweak) tweak(i, &cfg);
+		node_start(&nodes[i], loop, &cfg);
 	}
 	char addr[64];
 	addr_of(addr, sizeof addr, nodes[1].port);
 	ck_assert_int_eq(transport_peer_set_addr(nodes[0].t, 2, addr), 0);
 	addr_of(addr, sizeof addr, nodes[0].port);
 	ck_assert_int_eq(transport_peer_set_addr(nodes[1].t, 1, addr), 0);
+}
+
+static void other_tokens(unsigned i, transport_config_t *cfg) { cfg->token = i == 0 ? token_a : token_b; }
+
+START_TEST(wrong_token_refused)
+{
+	uv_loop_t loop;
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	struct node nodes[2];
+	pair_start(&loop, nodes, other_tokens);
 	run_until(&loop, both_failed_twice, nodes, RUN_TIMEOUT_MS);
 	for (unsigned i = 0; i < 2; i++) {
 		uint8_t m[MSG_HEADER_BYTES] = {0};
@@ -1656,6 +1664,22 @@ static bool a_sees_b_down(void *arg)
 	return nodes[1].closed && !nodes[0].up[2];
 }
 
+/* Starts node 2 again on port_b (a restarted process), told node 1's address. */
+static void b_reopen(uv_loop_t *loop, struct node nodes[2], uint16_t port_b)
+{
+	char addr_a[64], listen_b[64];
+	addr_of(addr_a, sizeof addr_a, nodes[0].port);
+	addr_of(listen_b, sizeof listen_b, port_b);
+	transport_peer_t peers[] = {{1, addr_a}, {2, NULL}};
+	transport_config_t cfg;
+	node_config(&nodes[1], 2, &cfg);
+	cfg.listen_addr = listen_b;
+	cfg.peers = peers;
+	cfg.peer_count = 2;
+	node_start(&nodes[1], loop, &cfg);
+	ck_assert_uint_eq(nodes[1].port, port_b);
+}
+
 START_TEST(peer_restart_reconnects)
 {
 	uv_loop_t loop;
@@ -1674,17 +1698,7 @@ START_TEST(peer_restart_reconnects)
 	run_until(&loop, a_redial_failed, nodes, RUN_TIMEOUT_MS); /* against the closed port */
 
 	/* reopen B on the same port: a fresh process as far as A can tell */
-	char addr_a[64], listen_b[64];
-	addr_of(addr_a, sizeof addr_a, nodes[0].port);
-	addr_of(listen_b, sizeof listen_b, port_b);
-	transport_peer_t peers[] = {{1, addr_a}, {2, NULL}};
-	transport_config_t cfg;
-	node_config(&nodes[1], 2, &cfg);
-	cfg.listen_addr = listen_b;
-	cfg.peers = peers;
-	cfg.peer_count = 2;
-	node_start(&nodes[1], &loop, &cfg);
-	ck_assert_uint_eq(nodes[1].port, port_b);
+	b_reopen(&loop, nodes, port_b);
 	struct group g = {nodes, 2};
 	run_until(&loop, all_up, &g, RUN_TIMEOUT_MS);
 
@@ -1709,25 +1723,17 @@ END_TEST
 /* A peer that comes back dials us: our own dial to it must not wait out its backoff (a
  * restarted follower would hear nothing from the leader until then). A's backoff here is
  * longer than run_until's timeout. */
+static void slow_backoff_on_1(unsigned i, transport_config_t *cfg)
+{
+	if (i == 0) cfg->backoff_min_ms = cfg->backoff_max_ms = 4 * RUN_TIMEOUT_MS;
+}
+
 START_TEST(restarted_peer_is_dialed_at_once)
 {
 	uv_loop_t loop;
 	ck_assert_int_eq(uv_loop_init(&loop), 0);
 	struct node nodes[2];
-	transport_peer_t peers[] = {{1, NULL}, {2, NULL}};
-	for (unsigned i = 0; i < 2; i++) {
-		transport_config_t cfg;
-		node_config(&nodes[i], i + 1, &cfg);
-		if (i == 0) cfg.backoff_min_ms = cfg.backoff_max_ms = 4 * RUN_TIMEOUT_MS;
-		cfg.peers = peers;
-		cfg.peer_count = 2;
-		node_start(&nodes[i], &loop, &cfg);
-	}
-	char addr_a[64], addr_b[64];
-	addr_of(addr_a, sizeof addr_a, nodes[0].port);
-	addr_of(addr_b, sizeof addr_b, nodes[1].port);
-	ck_assert_int_eq(transport_peer_set_addr(nodes[0].t, 2, addr_b), 0);
-	ck_assert_int_eq(transport_peer_set_addr(nodes[1].t, 1, addr_a), 0);
+	pair_start(&loop, nodes, slow_backoff_on_1);
 	struct group g = {nodes, 2};
 	run_until(&loop, all_up, &g, RUN_TIMEOUT_MS);
 
@@ -1735,14 +1741,7 @@ START_TEST(restarted_peer_is_dialed_at_once)
 	node_close(&nodes[1]);
 	run_until(&loop, a_sees_b_down, nodes, RUN_TIMEOUT_MS); /* its redial is minutes away */
 
-	transport_peer_t peers_b[] = {{1, addr_a}, {2, NULL}};
-	transport_config_t cfg;
-	node_config(&nodes[1], 2, &cfg);
-	cfg.listen_addr = addr_b;
-	cfg.peers = peers_b;
-	cfg.peer_count = 2;
-	node_start(&nodes[1], &loop, &cfg);
-	ck_assert_uint_eq(nodes[1].port, port_b);
+	b_reopen(&loop, nodes, port_b);
 	run_until(&loop, all_up, &g, RUN_TIMEOUT_MS); /* A's link to B too, long before its backoff */
 	close_all(&loop, nodes, 2);
 }
