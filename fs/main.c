@@ -398,6 +398,9 @@ static int start(ms_t *d, paths_t *pa, char *err, size_t err_len)
 	/* batch_bytes_max stays the node's default: a blob larger than a batch (a file value up to
 	 * 8 MiB) travels in an entry of its own (node.h) */
 	rc_cfg.cb = ms_raft_callbacks(d);
+	/* the memory engine's state is plain memory the loop owns: a forked child can stream it
+	 * (RocksDB's threads and locks would not survive a fork) */
+	rc_cfg.snapshot_fork = !strcmp(d->opt.engine, "memory");
 	char rerr[ERRBUF_BYTES] = "";
 	if ((rc = raft_node_start(d->loop, &rc_cfg, &d->raft, rerr, sizeof rerr))) {
 		d->raft = NULL;

@@ -68,12 +68,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -209,6 +212,7 @@ typedef struct snap_job {
 	struct snap_job *next;
 	raft_node_t *n;
 	enum { SNAP_JOB_TAKE, SNAP_JOB_CHUNK, SNAP_JOB_INSTALL } kind;
+	bool file_written; /* SNAP_JOB_TAKE: a forked child wrote the file already; the job loads it */
 	raft_snapshot_meta_t meta; /* TAKE: taken at this index; CHUNK: .index; INSTALL: to install */
 	uint64_t chunk_offset;     /* CHUNK */
 	size_t queued_bytes;       /* CHUNK: counted in snap_chunk_queued_bytes */
@@ -238,6 +242,9 @@ struct raft_node {
 
 	uint64_t now_ms;
 	size_t snap_stream_bytes; /* the last snapshot stream's size: the next one's buffer starts there */
+	pid_t snap_child;          /* cfg.snapshot_fork: the child writing a snapshot file (0: none) */
+	snap_job_t *snap_child_job; /* its SNAP_JOB_TAKE, pushed (to load the file) when it exits 0 */
+	uint64_t snap_child_started_ms;
 	uint64_t term, leader; /* as last seen in soft state */
 	raft_role_t role;
 	uint64_t applied;
@@ -786,7 +793,8 @@ static int snap_image_load(const char *dir, snap_image_t *img, char *err, size_t
 }
 
 /* Worker: take a snapshot: write the application's stream, commit, load the new file. */
-static void snap_take_work(raft_node_t *n, snap_job_t *j)
+/* Writes j->data as the snapshot file of j->meta (durable when it returns 0). */
+static int snap_take_write(raft_node_t *n, snap_job_t *j)
 {
 	raft_snap_writer_t *w;
 	int rc = raft_snap_create(n->data_dir, j->meta.index, j->meta.term, &j->meta.conf,
@@ -802,6 +810,12 @@ static void snap_take_work(raft_node_t *n, snap_job_t *j)
 			rc = raft_snap_commit(w, NULL, j->err, sizeof j->err);
 		}
 	}
+	return rc;
+}
+
+static void snap_take_work(raft_node_t *n, snap_job_t *j)
+{
+	int rc = j->file_written ? 0 : snap_take_write(n, j);
 	free(j->data.p); /* before loading the file: one copy of the state at a time */
 	j->data = (buf_t){0};
 	if (rc == 0) rc = snap_image_load(n->data_dir, &j->image, j->err, sizeof j->err);
@@ -903,7 +917,7 @@ static void snap_job_after(uv_work_t *w, int status);
 
 static void snap_jobs_kick(raft_node_t *n)
 {
-	if (n->job_running || !n->jobs) return;
+	if (n->job_running || !n->jobs || n->snap_child) return; /* the child owns snap/ meanwhile */
 	snap_job_t *j = n->jobs;
 	n->jobs = j->next;
 	if (!n->jobs) n->jobs_tail = NULL;
@@ -1037,6 +1051,68 @@ static int snap_sink_write(void *ctx, const void *buf, size_t len)
 	return buf_append(b, buf, len);
 }
 
+/* The child of snap_fork: a copy-on-write image of this process as of the fork, one thread.
+ * Streams the state, writes the file, exits; touches nothing shared but the snap/ directory
+ * (the parent runs no snapshot job until it has reaped this child). */
+static void snap_child_run(raft_node_t *n, snap_job_t *j) __attribute__((noreturn));
+static void snap_child_run(raft_node_t *n, snap_job_t *j)
+{
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL); /* only the parent's SIGKILL ends it early */
+	if (n->snap_stream_bytes) (void)buf_reserve(&j->data, n->snap_stream_bytes + n->snap_stream_bytes / 4);
+	int rc = n->cfg.cb.snapshot_write(n->cfg.cb.ctx, snap_sink_write, &j->data);
+	if (rc == 0) rc = snap_take_write(n, j);
+	_exit(rc == 0 ? 0 : 1); /* no atexit handlers, no stdio flush: those are the parent's */
+}
+
+/* cfg.snapshot_fork: the state streams in a forked child (as Redis's BGSAVE), so the loop
+ * stalls only for the fork itself, not for the whole state. False if fork failed. */
+static bool snap_fork(raft_node_t *n, snap_job_t *j)
+{
+	uint64_t t0 = mono_ms();
+	pid_t pid = fork();
+	if (pid == 0) snap_child_run(n, j);
+	if (pid < 0) {
+		node_log(n, "snapshot at %" PRIu64 ": fork failed (%s): streaming on the loop", n->applied,
+		         strerror(errno));
+		return false;
+	}
+	n->snap_child = pid;
+	n->snap_child_job = j;
+	n->snap_child_started_ms = t0;
+	n->snapshotting = true;
+	node_log(n, "snapshot at %" PRIu64 ": forked child %ld in %" PRIu64 " ms", n->applied, (long)pid,
+	         mono_ms() - t0);
+	return true;
+}
+
+/* Tick: has the snapshot child ended? Then load its file (a job) or give up on this one. */
+static void snap_child_poll(raft_node_t *n, bool wait)
+{
+	if (!n->snap_child) return;
+	int status = 0;
+	pid_t r = waitpid(n->snap_child, &status, wait ? 0 : WNOHANG);
+	if (r == 0 || (r < 0 && errno == EINTR)) return;
+	snap_job_t *j = n->snap_child_job;
+	n->snap_child = 0;
+	n->snap_child_job = NULL;
+	bool ok = r > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (!ok || n->stopping || n->fatal) {
+		if (!ok)
+			node_log(n, "snapshot at %" PRIu64 ": the child failed (status 0x%x)", j->meta.index,
+			         (unsigned)status);
+		n->snapshotting = false;
+		snap_job_free(n, j);
+		if (!n->stopping && !n->fatal) snap_jobs_kick(n);
+		return;
+	}
+	node_log(n, "snapshot at %" PRIu64 ": written by the child in %" PRIu64 " ms", j->meta.index,
+	         mono_ms() - n->snap_child_started_ms);
+	j->file_written = true;
+	snap_job_push(n, j); /* loads the file, then snap_take_done compacts */
+}
+
 /* Take a snapshot of the application at the applied index: the state is streamed into memory here
  * (it is the loop's; a memcpy-speed stream), the file is written by a job, and the core and the
  * log are compacted when it is durable (snap_take_done). Not while other snapshot I/O is queued:
@@ -1051,6 +1127,7 @@ static void maybe_snapshot(raft_node_t *n)
 	if (!j) return;
 	j->kind = SNAP_JOB_TAKE;
 	int rc = raft_core_snapshot_meta(n->core, n->applied, &j->meta);
+	if (rc == 0 && n->cfg.snapshot_fork && !n->snap_in && snap_fork(n, j)) return;
 	uint64_t t0 = mono_ms();
 	/* one buffer of about the right size: growing it by doubling cost copies and page faults */
 	if (rc == 0 && n->snap_stream_bytes) rc = buf_reserve(&j->data, n->snap_stream_bytes + n->snap_stream_bytes / 4);
@@ -1344,6 +1421,7 @@ static void on_tick(uv_timer_t *h)
 	raft_node_t *n = h->data;
 	if (n->stopping || n->fatal) return;
 	n->now_ms = mono_ms();
+	if (n->snap_child) snap_child_poll(n, false);
 	raft_core_set_clock(n->core, n->now_ms);
 	raft_core_tick(n->core);
 	expire_batches(n);
@@ -1648,6 +1726,10 @@ void raft_node_stop(raft_node_t *n, void (*cb)(void *arg), void *arg)
 		if (n->cfg.cb.on_propose_failed) n->cfg.cb.on_propose_failed(n->cfg.cb.ctx, n->cur_seqs[k], -ESHUTDOWN);
 	n->cur_n = 0;
 	snap_jobs_drop(n, false); /* a running job is waited for: it holds an open_handles count */
+	if (n->snap_child) { /* its file would be a snapshot nobody loads: end it now */
+		kill(n->snap_child, SIGKILL);
+		snap_child_poll(n, true);
+	}
 	transport_close(n->tp, on_transport_closed);
 }
 

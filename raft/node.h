@@ -26,11 +26,12 @@
 #define RAFT_NODE_BLOB_BYTES_MAX ((8u << 20) + (256u << 10)) /* an 8 MiB value and its txn */
 #define RAFT_NODE_INFLIGHT_BYTES_MAX (256u << 20) /* proposals not yet known applied */
 /* The core keeps every entry since the last compaction in memory (~250 B per small write), and
- * a restart of the memory engine re-applies every entry since the last snapshot; but taking one
- * stalls the loop while the state streams (~4 ms per MB: 84 ms at 100k keys). Measured (3
- * nodes, 100k keys of 100 B, a follower restarted 11k entries behind): every 100k entries,
- * 0.56 s to catch up; 50k, 0.29 s; 20k, 0.25 s; RSS the same (100-108 MiB) once big buffers
- * are mmapped (fs/main.c: before that, snapshot streams fragmented the heap: up to 130 MiB). */
+ * a restart of the memory engine re-applies every entry since the last snapshot; each snapshot
+ * costs a fork (14 ms at 100k keys, snapshot_fork) or a loop stall while the state streams
+ * (~4 ms per MB: 84 ms at 100k keys), and a child's CPU. Measured (3 nodes, 100k keys of 100 B,
+ * a follower restarted 11k entries behind): every 100k entries, 0.56 s to catch up; 50k,
+ * 0.29-0.33 s; 20k, 0.25-0.29 s; RSS the same (97-108 MiB) once big buffers are mmapped
+ * (fs/main.c: before that, snapshot streams fragmented the heap: up to 130 MiB). */
 #define RAFT_NODE_SNAPSHOT_ENTRIES_DEFAULT 50000u
 #define RAFT_NODE_TRAILING_ENTRIES_DEFAULT 10000u
 
@@ -91,6 +92,11 @@ typedef struct raft_node_config {
 				      RAFT_NODE_TRAILING_ENTRIES_DEFAULT) */
 	uint64_t seed;             /* PRNG seed for election jitter (0: from getrandom) */
 	bool no_lease_reads;       /* read barriers always run a heartbeat round (core.h lease_ms) */
+	/* Take snapshots in a forked child (Redis's BGSAVE): the loop stalls for the fork, not for
+	 * streaming the whole state. Only for an application whose snapshot_write reads plain
+	 * memory the loop owns (a child has one thread: no locks, no library threads, e.g. not
+	 * RocksDB). Off: snapshot_write runs on the loop. */
+	bool snapshot_fork;
 	raft_node_callbacks_t cb;
 } raft_node_config_t;
 

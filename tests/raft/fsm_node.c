@@ -14,7 +14,7 @@
  *                           <outstanding> in flight -> "BENCH ops=.. secs=.. ops_per_s=.. p50_us=.."
  *                           "p99_us=.. max_us=.."
  * Usage: fsm_node --id N --peers 1=127.0.0.1:P,... --data DIR --client SOCK [--token-file F]
- *                 [--snapshot-entries N] [--trailing-entries N]
+ *                 [--snapshot-entries N] [--trailing-entries N] [--snapshot-fork 0|1]
  */
 #include "node.h"
 
@@ -495,6 +495,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--client")) client_path = argv[i + 1];
 		else if (!strcmp(argv[i], "--token-file")) token_file = argv[i + 1];
 		else if (!strcmp(argv[i], "--snapshot-entries")) cfg.snapshot_entries = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--snapshot-fork")) cfg.snapshot_fork = strtoull(argv[i + 1], NULL, 10) != 0;
 		else if (!strcmp(argv[i], "--trailing-entries")) cfg.trailing_entries = strtoull(argv[i + 1], NULL, 10);
 		else {
 			fprintf(stderr, "fsm_node: unknown option '%s'\n", argv[i]);

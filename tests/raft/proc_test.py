@@ -267,8 +267,8 @@ def t_restart_all(cl):
         assert not has_all(cl, i, acked)
 
 
-def t_snapshot_catch_up(cl):
-    cl.extra = ["--snapshot-entries", "200", "--trailing-entries", "50"]
+def t_snapshot_catch_up(cl, fork=False):
+    cl.extra = ["--snapshot-entries", "200", "--trailing-entries", "50", "--snapshot-fork", "1" if fork else "0"]
     cl.start_all()
     l = cl.leader()
     lag = next(i for i in cl.members if i != l)
@@ -282,6 +282,16 @@ def t_snapshot_catch_up(cl):
     wait_same_state(cl, cl.members)
     assert int(cl.status(lag)["snap"]) > 0  # it got there through a snapshot
     assert not has_all(cl, lag, range(1, 3001))
+    logs = ""
+    for i in cl.members:
+        with open(os.path.join(cl.dir, f"n{i}.log")) as f:
+            logs += f.read()
+    assert ("written by the child" in logs) == fork, "snapshot path (forked child or loop) not the one asked"
+
+
+def t_snapshot_catch_up_forked(cl):
+    """The same with snapshots written by a forked child (raft_node_config_t.snapshot_fork)."""
+    t_snapshot_catch_up(cl, fork=True)
 
 
 def t_membership(cl):
@@ -343,6 +353,7 @@ def t_wrong_token(cl):
 
 SCENARIOS = [("election", t_election), ("kill-leader-under-load", t_kill_leader_under_load),
              ("restart-all", t_restart_all), ("snapshot-catch-up", t_snapshot_catch_up),
+             ("snapshot-catch-up-forked", t_snapshot_catch_up_forked),
              ("membership", t_membership), ("wrong-token", t_wrong_token)]
 
 
