@@ -36,15 +36,18 @@
  *   - taking: the loop streams the application's state (cb.snapshot_write) into a memory buffer
  *     and takes the core's meta at that applied index; a job creates the file, writes it,
  *     commits it (fsync, rename, fsync dir) and loads it back; on the loop again the new file is
- *     swapped in and the core and the log are compacted. At most one such job at a time;
+ *     swapped in and the core and the log are compacted. At most one such job at a time. With
+ *     cfg.snapshot_fork a forked child streams and writes the file instead (the loop stalls for
+ *     the fork only); no job runs until the tick has reaped it, then a job loads the file;
  *   - receiving: each chunk of rd.snap_chunks is copied into a job that writes it to the incoming
  *     file; rd.snapshot_install queues a job that commits (verifies, fsyncs, renames) and loads
  *     the file, and on the loop the application is restored from memory (cb.snapshot_read), the
  *     log reset and raft_core_snapshot_installed() called. That may be several Readys after the
  *     one that asked: the core freezes its log while an install is pending (core.h);
- *   - sending: chunks come from the newest file held in memory.
- * Memory cost: the newest snapshot file stays in memory for the node's life (tens of MB here;
- * about the size of the state it encodes), replaced when a newer one is loaded. While a snapshot
+ *   - sending: chunks come from the newest file, mmapped (read-only, shared: page-cache pages,
+ *     in this process's RSS only while touched; a restore drops them again).
+ * Memory cost: the newest snapshot file stays mapped for the node's life, replaced when a newer
+ * one is loaded. While a snapshot
  * is taken, the application's stream (up to twice its size: the buffer grows by doubling) lives
  * beside it until the job has written it; then the new file is loaded and the old one freed, so
  * the peak is about three times the state. Incoming chunks queue at most one file's bytes (a
@@ -75,6 +78,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -198,11 +202,13 @@ typedef struct read_req {
 	uint64_t started_ms, asked_ms;
 } read_req_t;
 
-/* The newest local snapshot file, all of it in memory (see the header: Snapshot I/O). */
+/* The newest local snapshot file, all of it mapped (see the header: Snapshot I/O). A read-only
+ * shared mapping of an immutable file: its pages are the page cache's, counted in this process's
+ * RSS only while touched (sending chunks, a restore) and dropped again after a restore. */
 typedef struct snap_image {
 	uint64_t index, term;
 	raft_conf_t conf;
-	uint8_t *bytes; /* the whole file; NULL when there is no snapshot */
+	const uint8_t *bytes; /* the whole file, mmapped; NULL when there is no snapshot */
 	uint64_t file_bytes, data_offset, data_bytes;
 } snap_image_t;
 
@@ -750,7 +756,7 @@ static void reads_ready(raft_node_t *n, const raft_read_state_t *rs, size_t coun
 
 static void snap_image_free(snap_image_t *img)
 {
-	free(img->bytes);
+	if (img->bytes) munmap((void *)img->bytes, (size_t)img->file_bytes);
 	memset(img, 0, sizeof *img);
 }
 
@@ -771,20 +777,20 @@ static int snap_image_load(const char *dir, snap_image_t *img, char *err, size_t
 		snprintf(err, err_len, "snapshot at %" PRIu64 ": %" PRIu64 " bytes do not fit in memory",
 		         sm->index, sm->file_bytes);
 		rc = -EFBIG;
-	} else if (!(img->bytes = malloc(sm->file_bytes ? (size_t)sm->file_bytes : 1))) {
-		rc = -ENOMEM;
-	}
-	if (rc == 0) {
-		img->index = sm->index;
-		img->term = sm->term;
-		memcpy(&img->conf, sm->config, sizeof img->conf);
-		img->file_bytes = sm->file_bytes;
-		img->data_offset = sm->data_offset;
-		img->data_bytes = sm->data_bytes;
-		ssize_t got = raft_snap_read(r, 0, img->bytes, (size_t)sm->file_bytes);
-		if (got < 0 || (uint64_t)got != sm->file_bytes) {
-			rc = got < 0 ? (int)got : -EIO;
-			snprintf(err, err_len, "snapshot at %" PRIu64 ": read: %s", sm->index, strerror(-rc));
+	} else {
+		/* the open checked the CRC of every byte; the file never changes once committed */
+		void *p = mmap(NULL, (size_t)sm->file_bytes, PROT_READ, MAP_SHARED, raft_snap_reader_fd(r), 0);
+		if (p == MAP_FAILED) {
+			rc = -errno;
+			snprintf(err, err_len, "snapshot at %" PRIu64 ": mmap: %s", sm->index, strerror(-rc));
+		} else {
+			img->bytes = p;
+			img->index = sm->index;
+			img->term = sm->term;
+			memcpy(&img->conf, sm->config, sizeof img->conf);
+			img->file_bytes = sm->file_bytes;
+			img->data_offset = sm->data_offset;
+			img->data_bytes = sm->data_bytes;
 		}
 	}
 	raft_snap_reader_close(r);
@@ -991,7 +997,10 @@ static int snap_restore_app(raft_node_t *n)
 	assert(n->snap.bytes && n->snap.data_offset + n->snap.data_bytes <= n->snap.file_bytes);
 	if (!n->cfg.cb.snapshot_read) return -EINVAL;
 	snap_source_t src = {.p = n->snap.bytes + n->snap.data_offset, .len = n->snap.data_bytes};
-	return n->cfg.cb.snapshot_read(n->cfg.cb.ctx, snap_source_read, &src);
+	int rc = n->cfg.cb.snapshot_read(n->cfg.cb.ctx, snap_source_read, &src);
+	/* the restore touched every page: out of this process's RSS again (they stay cached) */
+	(void)madvise((void *)n->snap.bytes, (size_t)n->snap.file_bytes, MADV_DONTNEED);
+	return rc;
 }
 
 /* Loop: the received file is durable and loaded: restore, reset the log, tell the core. */

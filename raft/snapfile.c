@@ -530,6 +530,12 @@ ssize_t raft_snap_read_data(raft_snap_reader_t *r, uint64_t offset, void *buf, s
 	return raft_snap_read(r, r->meta.data_offset + offset, buf, len);
 }
 
+int raft_snap_reader_fd(const raft_snap_reader_t *r)
+{
+	assert(r != NULL);
+	return r->fd;
+}
+
 void raft_snap_reader_close(raft_snap_reader_t *r)
 {
 	if (r == NULL) return;

@@ -72,6 +72,8 @@ ssize_t raft_snap_read(raft_snap_reader_t *r, uint64_t offset, void *buf, size_t
 /* Read up to len bytes of the DATA at offset (what the state machine restores from). */
 ssize_t raft_snap_read_data(raft_snap_reader_t *r, uint64_t offset, void *buf, size_t len);
 void raft_snap_reader_close(raft_snap_reader_t *r);
+/* The reader's file descriptor (read-only; closed by raft_snap_reader_close), e.g. to mmap it. */
+int raft_snap_reader_fd(const raft_snap_reader_t *r);
 
 /* Index and term of the newest snapshot from its header alone (header CRC checked, data not read),
  * 0/0 if there is none. What raft_log_open() uses to find where the log must start. */
