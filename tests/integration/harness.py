@@ -21,6 +21,24 @@ def free_ports(n):
     return ports
 
 
+def agreed_leader(statuses, among, leader_role, timeout=DEADLINE_S, poll_s=0.05):
+    """The id every node in `among` names as leader, once that node's own status says it is
+    (role == leader_role); statuses(among) -> {id: status dict}. Raises after timeout."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            sts = statuses(among)
+            leads = {s["leader"] for s in sts.values()}
+            if len(leads) == 1:
+                l = int(leads.pop())
+                if l in sts and sts[l]["role"] == leader_role:
+                    return l
+        except (OSError, KeyError, ValueError):
+            pass
+        time.sleep(poll_s)
+    raise AssertionError("no agreed leader among %s" % among)
+
+
 def fuse_conn_abort(mnt):
     """Abort the FUSE connection of a hung mount (its device number names the connection)."""
     try:
@@ -132,20 +150,8 @@ class Cluster:
             return dict(line.split(": ", 1) for line in f.read().splitlines() if ": " in line)
 
     def leader(self, among=None, timeout=DEADLINE_S):
-        among = among or sorted(self.procs)
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            try:
-                sts = {i: self.status(i) for i in among}
-                leads = {s["leader"] for s in sts.values()}
-                if len(leads) == 1:
-                    l = int(leads.pop())
-                    if l in sts and sts[l]["role"] == "leader":
-                        return l
-            except (OSError, KeyError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError("no agreed leader among %s" % among)
+        return agreed_leader(lambda ids: {i: self.status(i) for i in ids}, among or sorted(self.procs),
+                             "leader", timeout)
 
     def wait_applied(self, nodes=None, timeout=DEADLINE_S):
         """Wait until the given nodes have applied the same index (and so hold the same state)."""

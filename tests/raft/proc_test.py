@@ -8,20 +8,12 @@ Prints one line per scenario and ends with `N passed, N failed`.
 """
 import os, random, shutil, signal, socket, subprocess, sys, tempfile, time, traceback
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the import below
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import agreed_leader, free_ports  # noqa: E402
+
 BIN = sys.argv[1]
 DEADLINE_S = 30.0  # generous upper bound for anything to converge on a loaded 2-core machine
-
-
-def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Client:
@@ -121,20 +113,8 @@ class Cluster:
 
     def leader(self, among=None, timeout=DEADLINE_S):
         """The id every live node agrees is leader (and that says it is), or raise."""
-        t0 = time.time()
-        among = among or list(self.procs)
-        while time.time() - t0 < timeout:
-            try:
-                st = {i: self.status(i) for i in among}
-                lead = {s["leader"] for s in st.values()}
-                if len(lead) == 1:
-                    l = int(lead.pop())
-                    if l in st and st[l]["role"] == "3":
-                        return l
-            except (OSError, ConnectionError, ValueError):
-                pass
-            time.sleep(0.02)
-        raise AssertionError("no agreed leader among %s" % among)
+        return agreed_leader(lambda ids: {i: self.status(i) for i in ids}, among or list(self.procs),
+                             "3", timeout, poll_s=0.02)  # fsm_node reports the role as a number
 
     def stop(self):
         for i in list(self.procs):
