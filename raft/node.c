@@ -247,7 +247,7 @@ struct raft_node {
 	int open_handles; /* handles not yet closed + the running snapshot job; node freed at 0 */
 
 	uint64_t now_ms;
-	size_t snap_stream_bytes; /* the last snapshot stream's size: the next one's buffer starts there */
+	size_t snap_stream_bytes; /* the newest snapshot's data size: the next stream's buffer starts there */
 	pid_t snap_child;          /* cfg.snapshot_fork: the child writing a snapshot file (0: none) */
 	snap_job_t *snap_child_job; /* its SNAP_JOB_TAKE, pushed (to load the file) when it exits 0 */
 	uint64_t snap_child_started_ms;
@@ -964,6 +964,7 @@ static void snap_take_done(raft_node_t *n, snap_job_t *j)
 		return;
 	}
 	snap_image_swap(n, &j->image);
+	n->snap_stream_bytes = (size_t)n->snap.data_bytes; /* known here whoever streamed it */
 	raft_snapshot_meta_t meta = j->meta;
 	meta.size_bytes = n->snap.file_bytes;
 	raft_status_t st;
@@ -1060,6 +1061,16 @@ static int snap_sink_write(void *ctx, const void *buf, size_t len)
 	return buf_append(b, buf, len);
 }
 
+/* Streams the application's state into j->data (loop or forked child), in one buffer of about
+ * the right size: growing it by doubling cost copies and page faults. */
+static int snap_stream(raft_node_t *n, snap_job_t *j)
+{
+	int rc = 0;
+	if (n->snap_stream_bytes) rc = buf_reserve(&j->data, n->snap_stream_bytes + n->snap_stream_bytes / 4);
+	if (rc == 0) rc = n->cfg.cb.snapshot_write(n->cfg.cb.ctx, snap_sink_write, &j->data);
+	return rc;
+}
+
 /* The child of snap_fork: a copy-on-write image of this process as of the fork, one thread.
  * Streams the state, writes the file, exits; touches nothing shared but the snap/ directory
  * (the parent runs no snapshot job until it has reaped this child). */
@@ -1069,8 +1080,7 @@ static void snap_child_run(raft_node_t *n, snap_job_t *j)
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL); /* only the parent's SIGKILL ends it early */
-	if (n->snap_stream_bytes) (void)buf_reserve(&j->data, n->snap_stream_bytes + n->snap_stream_bytes / 4);
-	int rc = n->cfg.cb.snapshot_write(n->cfg.cb.ctx, snap_sink_write, &j->data);
+	int rc = snap_stream(n, j);
 	if (rc == 0) rc = snap_take_write(n, j);
 	_exit(rc == 0 ? 0 : 1); /* no atexit handlers, no stdio flush: those are the parent's */
 }
@@ -1138,14 +1148,10 @@ static void maybe_snapshot(raft_node_t *n)
 	int rc = raft_core_snapshot_meta(n->core, n->applied, &j->meta);
 	if (rc == 0 && n->cfg.snapshot_fork && !n->snap_in && snap_fork(n, j)) return;
 	uint64_t t0 = mono_ms();
-	/* one buffer of about the right size: growing it by doubling cost copies and page faults */
-	if (rc == 0 && n->snap_stream_bytes) rc = buf_reserve(&j->data, n->snap_stream_bytes + n->snap_stream_bytes / 4);
-	if (rc == 0) rc = n->cfg.cb.snapshot_write(n->cfg.cb.ctx, snap_sink_write, &j->data);
-	if (rc == 0) {
-		n->snap_stream_bytes = j->data.len;
+	if (rc == 0) rc = snap_stream(n, j);
+	if (rc == 0)
 		node_log(n, "snapshot at %" PRIu64 ": %zu bytes streamed on the loop in %" PRIu64 " ms", n->applied,
 			 j->data.len, mono_ms() - t0);
-	}
 	if (rc < 0) {
 		node_log(n, "snapshot at %" PRIu64 " failed: %s", n->applied, strerror(-rc));
 		snap_job_free(n, j);
