@@ -819,18 +819,24 @@ static int snap_take_write(raft_node_t *n, snap_job_t *j)
 	return rc;
 }
 
-static void snap_take_work(raft_node_t *n, snap_job_t *j)
+/* Worker: load the newest snapshot file into j->image; it must be the one j->meta describes. */
+static int snap_load_newest(raft_node_t *n, snap_job_t *j)
 {
-	int rc = j->file_written ? 0 : snap_take_write(n, j);
-	free(j->data.p); /* before loading the file: one copy of the state at a time */
-	j->data = (buf_t){0};
-	if (rc == 0) rc = snap_image_load(n->data_dir, &j->image, j->err, sizeof j->err);
+	int rc = snap_image_load(n->data_dir, &j->image, j->err, sizeof j->err);
 	if (rc == 0 && (j->image.index != j->meta.index || j->image.term != j->meta.term)) {
 		snprintf(j->err, sizeof j->err, "the newest file is at %" PRIu64 "/%" PRIu64, j->image.index,
 		         j->image.term);
 		rc = -EIO;
 	}
-	j->rc = rc;
+	return rc;
+}
+
+static void snap_take_work(raft_node_t *n, snap_job_t *j)
+{
+	int rc = j->file_written ? 0 : snap_take_write(n, j);
+	free(j->data.p); /* before loading the file: one copy of the state at a time */
+	j->data = (buf_t){0};
+	j->rc = rc == 0 ? snap_load_newest(n, j) : rc;
 }
 
 /* Worker: one chunk of the incoming snapshot file; offset 0 starts a new file. */
@@ -868,13 +874,7 @@ static void snap_install_work(raft_node_t *n, snap_job_t *j)
 		rc = raft_snap_commit(n->snap_in, NULL, j->err, sizeof j->err); /* frees it */
 	}
 	n->snap_in = NULL;
-	if (rc == 0) rc = snap_image_load(n->data_dir, &j->image, j->err, sizeof j->err);
-	if (rc == 0 && (j->image.index != j->meta.index || j->image.term != j->meta.term)) {
-		snprintf(j->err, sizeof j->err, "the newest file is at %" PRIu64 "/%" PRIu64, j->image.index,
-		         j->image.term);
-		rc = -EIO;
-	}
-	j->rc = rc;
+	j->rc = rc == 0 ? snap_load_newest(n, j) : rc;
 }
 
 static void snap_job_work(uv_work_t *w)

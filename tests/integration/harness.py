@@ -237,23 +237,30 @@ def expect_errno(code, fn, *args):
     raise AssertionError("expected %s, call succeeded" % errno.errorcode[code])
 
 
-def run_scenarios(scenarios, want):
+def run_scenarios(scenarios, want, setup=None, on_fail=None, teardown=None):
     """Run (name, fn) scenarios (only those named in `want`, if any), print PASS/FAIL per
-    scenario and `N passed, N failed`, and exit 1 if any failed."""
+    scenario and `N passed, N failed`, and exit 1 if any failed. Each fn gets setup() (None
+    without one); on_fail(it) runs after a failure's traceback, teardown(it) after every one."""
     import time, traceback
     passed = failed = 0
     for name, fn in scenarios:
         if want and name not in want:
             continue
+        it = setup() if setup else None
         t0 = time.time()
         try:
-            fn(None)
+            fn(it)
             passed += 1
             print("PASS %s (%.1f s)" % (name, time.time() - t0), flush=True)
         except Exception:
             failed += 1
             print("FAIL %s" % name, flush=True)
             traceback.print_exc()
+            if on_fail:
+                on_fail(it)
+        finally:
+            if teardown:
+                teardown(it)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
 

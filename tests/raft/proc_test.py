@@ -6,11 +6,11 @@ Each scenario starts its own nodes in a fresh temp dir, talks to them over their
     proc_test.py FSM_NODE_BINARY [scenario ...]      (no scenario: all of them)
 Prints one line per scenario and ends with `N passed, N failed`.
 """
-import os, random, shutil, signal, socket, subprocess, sys, tempfile, time, traceback
+import os, random, shutil, signal, socket, subprocess, sys, tempfile, time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the import below
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import agreed_leader, free_ports  # noqa: E402
+from harness import agreed_leader, free_ports, run_scenarios  # noqa: E402
 
 BIN = sys.argv[1]
 DEADLINE_S = 30.0  # generous upper bound for anything to converge on a loaded 2-core machine
@@ -337,28 +337,14 @@ SCENARIOS = [("election", t_election), ("kill-leader-under-load", t_kill_leader_
              ("membership", t_membership), ("wrong-token", t_wrong_token)]
 
 
+def print_logs(cl):
+    for i in range(1, cl.n + 2):
+        print(f"--- node {i} log tail ---\n" + cl.log(i))
+
+
 def main():
-    want = sys.argv[2:]
-    passed = failed = 0
-    for name, fn in SCENARIOS:
-        if want and name not in want:
-            continue
-        cl = Cluster(3)
-        t0 = time.time()
-        try:
-            fn(cl)
-            passed += 1
-            print("PASS %s (%.1f s)" % (name, time.time() - t0), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % name, flush=True)
-            traceback.print_exc()
-            for i in range(1, cl.n + 2):
-                print(f"--- node {i} log tail ---\n" + cl.log(i))
-        finally:
-            cl.cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    run_scenarios(SCENARIOS, sys.argv[2:], setup=lambda: Cluster(3), on_fail=print_logs,
+                  teardown=lambda cl: cl.cleanup())
 
 
 if __name__ == "__main__":
