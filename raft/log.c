@@ -29,6 +29,7 @@
  */
 #include "log.h"
 #include "le.h"
+#include "fullio.h"
 
 #include "crc32c.h"
 #include "snapfile.h"
@@ -241,23 +242,6 @@ static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 			if (errno == EINTR) continue;
 			return -errno;
 		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR) continue;
-			return -errno;
-		}
-		if (n == 0) return -EUCLEAN;
 		p += n;
 		len -= (size_t)n;
 		off += (uint64_t)n;

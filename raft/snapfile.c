@@ -8,6 +8,7 @@
  */
 #include "snapfile.h"
 #include "le.h"
+#include "fullio.h"
 
 #include "crc32c.h"
 
@@ -74,24 +75,6 @@ static int write_full(int fd, const void *buf, size_t len)
 		}
 		p += n;
 		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads exactly len bytes at off; -EUCLEAN if the file ends first. */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR) continue;
-			return -errno;
-		}
-		if (n == 0) return -EUCLEAN;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
 	}
 	return 0;
 }
